@@ -1,0 +1,17 @@
+//! Compiles `proto/` into Rust (server and client stubs) with tonic.
+//!
+//! protoc comes from the `protoc-bin-vendored` crate so that a build needs no
+//! system package; a `PROTOC` set in the environment still wins.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        // SAFETY-free: build scripts are single-threaded at this point.
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+    Ok(())
+}

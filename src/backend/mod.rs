@@ -1,0 +1,124 @@
+//! Backends: what runs a model. The [`Backend`] trait is the only thing the
+//! rest of the server knows about a runtime, so the TorchScript backend and
+//! execution providers plug in here without touching the protocol code.
+//!
+//! A backend is owned by exactly one inference thread (see `worker.rs`):
+//! `run` takes `&mut self` because ONNX Runtime sessions (and libtorch
+//! modules) are not safe to call concurrently, and one owner per thread
+//! makes that impossible to get wrong.
+
+pub mod onnx;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::tensor::{DataType, Tensor};
+
+/// Name, datatype and shape of one model input or output; `-1` marks a
+/// dimension of any size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// The inputs and outputs of a model, in the model's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+impl Signature {
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&TensorSpec> {
+        self.outputs.iter().find(|t| t.name == name)
+    }
+}
+
+/// How a backend is to be built. Grows with execution providers.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Threads ONNX Runtime may use inside one operator. One by default: the
+    /// server gets its parallelism from requests, and more threads per
+    /// request only fight over the same cores.
+    pub intra_op_threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            intra_op_threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("ONNX Runtime library not found at '{}'; run `make setup` (it extracts it from the onnxruntime==1.31.1 wheel into .ort/) or point ORT_DYLIB_PATH / --onnxruntime-lib at libonnxruntime.so", .0.display())]
+    RuntimeMissing(PathBuf),
+
+    #[error("cannot initialise ONNX Runtime from '{path}': {reason}")]
+    RuntimeInit { path: String, reason: String },
+
+    #[error("ONNX Runtime is not initialised")]
+    RuntimeNotInitialised,
+
+    #[error("no model file in '{}' (expected one of: {expected})", dir.display())]
+    MissingFile {
+        dir: PathBuf,
+        expected: &'static str,
+    },
+
+    #[error("cannot load '{}': {reason}", path.display())]
+    Load { path: PathBuf, reason: String },
+
+    #[error("{kind} '{name}' has type {ty}, which infergate cannot serve")]
+    UnsupportedType {
+        kind: &'static str,
+        name: String,
+        ty: String,
+    },
+
+    #[error("{0}")]
+    Run(String),
+}
+
+/// A loaded model, ready to run.
+pub trait Backend: Send + 'static {
+    /// The V2 `platform` string (Triton's names: `onnxruntime_onnx`, ...).
+    fn platform(&self) -> &'static str;
+
+    /// Inputs and outputs as the model file declares them.
+    fn signature(&self) -> &Signature;
+
+    /// Free-form metadata the model file carries (ONNX `metadata_props`).
+    fn properties(&self) -> &BTreeMap<String, String>;
+
+    /// Runs the model. Inputs are already checked against the signature;
+    /// every model output is returned, in signature order.
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+}
+
+/// Finds the model file in a version directory and loads it with the backend
+/// its file name calls for.
+pub fn load(version_dir: &Path, options: &LoadOptions) -> Result<Box<dyn Backend>, BackendError> {
+    let onnx = version_dir.join(onnx::FILE_NAME);
+    if onnx.is_file() {
+        return Ok(Box::new(onnx::OnnxBackend::load(&onnx, options)?));
+    }
+    Err(BackendError::MissingFile {
+        dir: version_dir.to_path_buf(),
+        expected: onnx::FILE_NAME,
+    })
+}
+
+/// The file a version directory's backend would load, if there is one.
+pub fn model_file(version_dir: &Path) -> Option<PathBuf> {
+    let onnx = version_dir.join(onnx::FILE_NAME);
+    onnx.is_file().then_some(onnx)
+}

@@ -1,0 +1,165 @@
+//! Command line and environment -> a validated [`Config`]. No I/O here:
+//! tests build a `Config` directly.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "infergate",
+    version,
+    about = "A KServe V2 / Open Inference Protocol model server (gRPC + HTTP) for ONNX models, with hot-swapped versions."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a model repository over HTTP and gRPC.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model repository: <repo>/<model>/<version>/model.onnx, with an
+    /// optional <repo>/<model>/config.toml.
+    #[arg(long, env = "INFERGATE_MODEL_REPOSITORY", default_value = "models")]
+    pub model_repository: PathBuf,
+
+    /// Address to listen on. Loopback by default; use 0.0.0.0 to accept
+    /// connections from other machines.
+    #[arg(long, env = "INFERGATE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// HTTP/REST port (V2 protocol). 0 picks a free port.
+    #[arg(long, env = "INFERGATE_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+
+    /// gRPC port (V2 protocol). 0 picks a free port.
+    #[arg(long, env = "INFERGATE_GRPC_PORT", default_value_t = 8001)]
+    pub grpc_port: u16,
+
+    /// Prometheus metrics port (GET /metrics).
+    #[arg(long, env = "INFERGATE_METRICS_PORT", default_value_t = 8002)]
+    pub metrics_port: u16,
+
+    /// How often the repository is rescanned for new, changed or removed
+    /// versions (e.g. 2s, 500ms). 0 turns polling off: models change only
+    /// through the repository API (load/unload).
+    #[arg(long, env = "INFERGATE_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// The ONNX Runtime shared library (from the onnxruntime==1.31.1 wheel;
+    /// `make setup` extracts it here).
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = ".ort/libonnxruntime.so.1.31.1"
+    )]
+    pub onnxruntime_lib: PathBuf,
+
+    /// Requests that may wait per model version; beyond it requests are
+    /// refused at once with 503 / UNAVAILABLE instead of queueing without bound.
+    #[arg(long, env = "INFERGATE_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// ONNX Runtime threads per operator. 1 suits many small concurrent
+    /// requests; more helps a few large ones.
+    #[arg(long, env = "INFERGATE_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Largest request body (HTTP) or message (gRPC) accepted, in bytes.
+    #[arg(long, env = "INFERGATE_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, env = "INFERGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log format: text or json.
+    #[arg(long, env = "INFERGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// What `run` needs. Built from [`ServeArgs`] or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model_repository: PathBuf,
+    /// `None`: no polling.
+    pub poll_interval: Option<Duration>,
+    pub onnxruntime_lib: PathBuf,
+    pub queue_capacity: usize,
+    pub intra_op_threads: usize,
+    pub max_request_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl From<&ServeArgs> for Config {
+    fn from(a: &ServeArgs) -> Config {
+        Config {
+            model_repository: a.model_repository.clone(),
+            poll_interval: (!a.poll_interval.is_zero()).then_some(a.poll_interval),
+            onnxruntime_lib: a.onnxruntime_lib.clone(),
+            queue_capacity: a.queue_capacity.max(1),
+            intra_op_threads: a.intra_op_threads.max(1),
+            max_request_bytes: a.max_request_bytes,
+            shutdown_timeout: a.shutdown_timeout,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults for a repository, as the CLI would give them.
+    pub fn new(
+        model_repository: impl Into<PathBuf>,
+        onnxruntime_lib: impl Into<PathBuf>,
+    ) -> Config {
+        Config {
+            model_repository: model_repository.into(),
+            poll_interval: Some(Duration::from_secs(2)),
+            onnxruntime_lib: onnxruntime_lib.into(),
+            queue_capacity: 1024,
+            intra_op_threads: 1,
+            max_request_bytes: 64 * 1024 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "infergate",
+            "serve",
+            "--model-repository",
+            "repo",
+            "--http-port",
+            "9000",
+            "--poll-interval",
+            "500ms",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(args.http_port, 9000);
+        assert_eq!(args.grpc_port, 8001);
+        let config = Config::from(&args);
+        assert_eq!(config.poll_interval, Some(Duration::from_millis(500)));
+        assert_eq!(config.model_repository, PathBuf::from("repo"));
+    }
+
+    #[test]
+    fn zero_poll_interval_disables_polling() {
+        let cli = Cli::try_parse_from(["infergate", "serve", "--poll-interval", "0s"]).unwrap();
+        let Command::Serve(args) = cli.command;
+        assert_eq!(Config::from(&args).poll_interval, None);
+    }
+}

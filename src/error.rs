@@ -1,0 +1,140 @@
+//! The core's error enum. Adapters map it to an HTTP status and a gRPC code
+//! in one place each (`http::status_of`, `grpc::status_of`); the core never
+//! speaks a protocol.
+
+use crate::tensor::{DataType, TensorError};
+
+/// Everything a client can be told went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown model '{0}'")]
+    ModelNotFound(String),
+
+    #[error("model '{model}' has no version {version}")]
+    VersionNotFound { model: String, version: String },
+
+    #[error("model '{model}' version {version} is not ready: {reason}")]
+    VersionUnavailable {
+        model: String,
+        version: u64,
+        reason: String,
+    },
+
+    #[error("model '{0}' has no ready version")]
+    ModelUnavailable(String),
+
+    #[error("invalid model version '{0}': versions are positive integers")]
+    InvalidVersion(String),
+
+    #[error("invalid model name '{0}': names are one path component, without '..', '/' or '\\'")]
+    InvalidModelName(String),
+
+    #[error("input '{name}': {source}")]
+    InvalidTensor { name: String, source: TensorError },
+
+    #[error(
+        "input '{name}': datatype mismatch, model expects {expected} but the request has {got}"
+    )]
+    DatatypeMismatch {
+        name: String,
+        expected: DataType,
+        got: String,
+    },
+
+    #[error("input '{name}': shape mismatch, model expects {expected:?} (-1 = any) but the request has {got:?}")]
+    ShapeMismatch {
+        name: String,
+        expected: Vec<i64>,
+        got: Vec<i64>,
+    },
+
+    #[error("input '{name}' is required by model '{model}' but missing from the request")]
+    MissingInput { model: String, name: String },
+
+    #[error("input '{name}' is not an input of model '{model}' (inputs: {known})")]
+    UnknownInput {
+        model: String,
+        name: String,
+        known: String,
+    },
+
+    #[error("output '{name}' is not an output of model '{model}' (outputs: {known})")]
+    UnknownOutput {
+        model: String,
+        name: String,
+        known: String,
+    },
+
+    #[error("bad request: {0}")]
+    BadRequest(String),
+
+    #[error("model '{model}' failed to load: {reason}")]
+    LoadFailed { model: String, reason: String },
+
+    #[error(
+        "model '{model}' version {version} is overloaded: its queue of {capacity} requests is full"
+    )]
+    Overloaded {
+        model: String,
+        version: u64,
+        capacity: usize,
+    },
+
+    #[error("inference failed in model '{model}' version {version}: {reason}")]
+    Inference {
+        model: String,
+        version: u64,
+        reason: String,
+    },
+
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// How an error is classed: one per status an adapter can return. Also the
+/// `reason` label of failure metrics, so these strings are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client asked for something that does not exist.
+    NotFound,
+    /// The request is malformed or does not fit the model.
+    InvalidArgument,
+    /// Exists, but cannot serve now (loading, failed, overloaded, stopping).
+    Unavailable,
+    /// The runtime failed on a request it had accepted.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ModelNotFound(_) | Error::VersionNotFound { .. } => ErrorKind::NotFound,
+            Error::InvalidVersion(_)
+            | Error::InvalidModelName(_)
+            | Error::InvalidTensor { .. }
+            | Error::DatatypeMismatch { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::MissingInput { .. }
+            | Error::UnknownInput { .. }
+            | Error::UnknownOutput { .. }
+            | Error::BadRequest(_)
+            | Error::LoadFailed { .. } => ErrorKind::InvalidArgument,
+            Error::VersionUnavailable { .. }
+            | Error::ModelUnavailable(_)
+            | Error::Overloaded { .. }
+            | Error::ShuttingDown => ErrorKind::Unavailable,
+            Error::Inference { .. } => ErrorKind::Internal,
+        }
+    }
+}

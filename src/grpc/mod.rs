@@ -1,0 +1,423 @@
+//! The V2 gRPC adapter on tonic: protobuf <-> core types, and the one
+//! mapping from core errors to gRPC codes. No logic of its own.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, ErrorKind};
+use crate::infer::{decode_input, InferRequest};
+use crate::repository::ModelVersion;
+use crate::tensor::{DataType, TensorData, TensorError};
+use crate::AppState;
+
+/// Generated from `proto/inference.proto`.
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// The one place core errors become gRPC statuses.
+pub fn status_of(error: &Error) -> Status {
+    let message = error.to_string();
+    match error.kind() {
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), tonic::transport::Error> {
+    let limit = state.max_request_bytes;
+    let service = GrpcInferenceServiceServer::new(Service { state })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = shutdown.changed().await;
+            },
+        )
+        .await
+}
+
+struct Service {
+    state: Arc<AppState>,
+}
+
+fn version_arg(v: &str) -> Option<&str> {
+    (!v.is_empty()).then_some(v)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for Service {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.ready.load(Ordering::Acquire),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let req = req.into_inner();
+        // Unknown model: NOT_FOUND; known but not ready: ready = false.
+        match self
+            .state
+            .core
+            .resolve(&req.name, version_arg(&req.version))
+        {
+            Ok(_) => Ok(Response::new(pb::ModelReadyResponse { ready: true })),
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                Ok(Response::new(pb::ModelReadyResponse { ready: false }))
+            }
+            Err(e) => Err(status_of(&e)),
+        }
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: crate::SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: crate::EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let req = req.into_inner();
+        let m = self
+            .state
+            .core
+            .resolve(&req.name, version_arg(&req.version))
+            .map_err(|e| status_of(&e))?;
+        let tensors = |specs: &[crate::backend::TensorSpec]| {
+            specs
+                .iter()
+                .map(|s| pb::model_metadata_response::TensorMetadata {
+                    name: s.name.clone(),
+                    datatype: s.datatype.as_str().into(),
+                    shape: s.shape.clone(),
+                })
+                .collect()
+        };
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: m.model.clone(),
+            versions: crate::http::ready_versions(&self.state, &req.name),
+            platform: m.platform.into(),
+            inputs: tensors(&m.signature.inputs),
+            outputs: tensors(&m.signature.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let req = req.into_inner();
+        let raw = !req.raw_input_contents.is_empty();
+        let request = decode_request(req).map_err(|e| status_of(&e))?;
+        let response = self
+            .state
+            .core
+            .infer(request)
+            .await
+            .map_err(|e| status_of(&e))?;
+        // Answer in the encoding asked in; FP16 has no typed field, so any
+        // FP16 output makes the whole answer raw.
+        let raw = raw
+            || response
+                .outputs
+                .iter()
+                .any(|t| t.data.datatype() == DataType::Fp16);
+        let mut outputs = Vec::with_capacity(response.outputs.len());
+        let mut raw_output_contents = Vec::new();
+        for t in response.outputs {
+            let datatype = t.data.datatype().as_str().to_string();
+            let contents = if raw {
+                raw_output_contents.push(t.data.to_raw());
+                None
+            } else {
+                Some(to_contents(t.data))
+            };
+            outputs.push(pb::model_infer_response::InferOutputTensor {
+                name: t.name,
+                datatype,
+                shape: t.shape,
+                parameters: Default::default(),
+                contents,
+            });
+        }
+        Ok(Response::new(pb::ModelInferResponse {
+            model_name: response.model,
+            model_version: response.version.to_string(),
+            id: response.id.unwrap_or_default(),
+            parameters: Default::default(),
+            outputs,
+            raw_output_contents,
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let req = req.into_inner();
+        let table = self.state.core.repository.registry.snapshot();
+        let mut versions: Vec<Arc<ModelVersion>> = Vec::new();
+        if req.name.is_empty() {
+            versions.extend(
+                table
+                    .models
+                    .values()
+                    .flat_map(|e| e.ready_versions().cloned()),
+            );
+        } else if let Some(v) = version_arg(&req.version) {
+            versions.push(
+                self.state
+                    .core
+                    .resolve(&req.name, Some(v))
+                    .map_err(|e| status_of(&e))?,
+            );
+        } else {
+            let entry = table
+                .models
+                .get(&req.name)
+                .ok_or_else(|| status_of(&Error::ModelNotFound(req.name.clone())))?;
+            versions.extend(entry.ready_versions().cloned());
+        }
+        let d = |s: &crate::repository::registry::DurationStat| {
+            let (count, ns) = s.get();
+            Some(pb::StatisticDuration { count, ns })
+        };
+        let model_stats = versions
+            .iter()
+            .map(|m| {
+                let s = &m.stats;
+                pb::ModelStatistics {
+                    name: m.model.clone(),
+                    version: m.version.to_string(),
+                    last_inference: s.last_inference_ms.load(Ordering::Relaxed),
+                    inference_count: s.inference_count.load(Ordering::Relaxed),
+                    execution_count: s.execution_count.load(Ordering::Relaxed),
+                    inference_stats: Some(pb::InferStatistics {
+                        success: d(&s.success),
+                        fail: d(&s.fail),
+                        queue: d(&s.queue),
+                        compute_input: Some(Default::default()),
+                        compute_infer: d(&s.compute_infer),
+                        compute_output: Some(Default::default()),
+                    }),
+                    batch_stats: vec![],
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let req = req.into_inner();
+        let models = self
+            .state
+            .core
+            .repository
+            .index(req.ready)
+            .into_iter()
+            .map(|e| pb::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.into(),
+                reason: e.reason,
+            })
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        let req = req.into_inner();
+        self.state
+            .core
+            .repository
+            .load_model(&req.model_name)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        let req = req.into_inner();
+        self.state
+            .core
+            .repository
+            .unload_model(&req.model_name)
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
+    let raw = req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        return Err(Error::BadRequest(format!(
+            "raw_input_contents has {} entries but there are {} inputs",
+            raw.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut raw = raw.into_iter();
+    for input in req.inputs {
+        let tensor = match raw.next() {
+            Some(bytes) => {
+                if input.contents.is_some() {
+                    return Err(Error::BadRequest(format!(
+                        "input '{}' has contents although raw_input_contents is used",
+                        input.name
+                    )));
+                }
+                decode_input(&input.name, &input.datatype, input.shape, |dt, n| {
+                    TensorData::from_raw(dt, &bytes, n)
+                })?
+            }
+            None => {
+                let contents = input.contents;
+                decode_input(&input.name, &input.datatype, input.shape, |dt, _| {
+                    from_contents(dt, contents.ok_or(TensorError::Missing)?)
+                })?
+            }
+        };
+        inputs.push(tensor);
+    }
+    let version = (!req.model_version.is_empty()).then_some(req.model_version);
+    let id = (!req.id.is_empty()).then_some(req.id);
+    Ok(InferRequest {
+        model: req.model_name,
+        version,
+        id,
+        inputs,
+        outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+    })
+}
+
+/// Typed contents -> buffer: the field must be the one for the datatype,
+/// and narrow integer types are range-checked.
+fn from_contents(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, TensorError> {
+    fn narrow<S: Copy + ToString, T: TryFrom<S>>(
+        dt: DataType,
+        v: Vec<S>,
+    ) -> Result<Vec<T>, TensorError> {
+        v.into_iter()
+            .enumerate()
+            .map(|(index, x)| {
+                T::try_from(x).map_err(|_| TensorError::JsonElement {
+                    index,
+                    datatype: dt,
+                    got: x.to_string(),
+                })
+            })
+            .collect()
+    }
+    // Data in a field other than the datatype's is a client bug worth naming.
+    let filled = [
+        ("bool_contents", !c.bool_contents.is_empty()),
+        ("int_contents", !c.int_contents.is_empty()),
+        ("int64_contents", !c.int64_contents.is_empty()),
+        ("uint_contents", !c.uint_contents.is_empty()),
+        ("uint64_contents", !c.uint64_contents.is_empty()),
+        ("fp32_contents", !c.fp32_contents.is_empty()),
+        ("fp64_contents", !c.fp64_contents.is_empty()),
+        ("bytes_contents", !c.bytes_contents.is_empty()),
+    ];
+    let own = match dt {
+        DataType::Bool => "bool_contents",
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => "int_contents",
+        DataType::Int64 => "int64_contents",
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => "uint_contents",
+        DataType::Uint64 => "uint64_contents",
+        DataType::Fp32 => "fp32_contents",
+        DataType::Fp64 => "fp64_contents",
+        DataType::Bytes => "bytes_contents",
+        DataType::Fp16 => "raw_input_contents",
+    };
+    if let Some((field, _)) = filled.iter().find(|(f, set)| *set && *f != own) {
+        return Err(TensorError::WrongContents {
+            datatype: dt,
+            field,
+        });
+    }
+    Ok(match dt {
+        DataType::Bool => TensorData::Bool(c.bool_contents),
+        DataType::Int8 => TensorData::Int8(narrow(dt, c.int_contents)?),
+        DataType::Int16 => TensorData::Int16(narrow(dt, c.int_contents)?),
+        DataType::Int32 => TensorData::Int32(c.int_contents),
+        DataType::Int64 => TensorData::Int64(c.int64_contents),
+        DataType::Uint8 => TensorData::Uint8(narrow(dt, c.uint_contents)?),
+        DataType::Uint16 => TensorData::Uint16(narrow(dt, c.uint_contents)?),
+        DataType::Uint32 => TensorData::Uint32(c.uint_contents),
+        DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
+        DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
+        DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+        // FP16 has no typed field: the spec requires raw_input_contents.
+        DataType::Fp16 => return Err(TensorError::RawOnly(dt)),
+    })
+}
+
+fn to_contents(data: TensorData) -> pb::InferTensorContents {
+    let mut c = pb::InferTensorContents::default();
+    match data {
+        TensorData::Bool(v) => c.bool_contents = v,
+        TensorData::Int8(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::Int16(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::Int32(v) => c.int_contents = v,
+        TensorData::Int64(v) => c.int64_contents = v,
+        TensorData::Uint8(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::Uint16(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::Uint32(v) => c.uint_contents = v,
+        TensorData::Uint64(v) => c.uint64_contents = v,
+        TensorData::Fp32(v) => c.fp32_contents = v,
+        TensorData::Fp64(v) => c.fp64_contents = v,
+        TensorData::Bytes(v) => c.bytes_contents = v,
+        // Never reached: FP16 answers are always raw (see model_infer).
+        TensorData::Fp16(v) => c.fp32_contents = v.into_iter().map(f32::from).collect(),
+    }
+    c
+}

@@ -1,0 +1,278 @@
+//! The V2 HTTP/REST infer body, in both encodings: JSON tensors, and the
+//! binary tensor data extension (`Inference-Header-Content-Length`, a JSON
+//! header followed by the raw tensors of the inputs that carry
+//! `binary_data_size`) that `tritonclient.http` uses by default.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::Error;
+use crate::infer::{decode_input, InferRequest, InferResponse};
+use crate::tensor::{TensorData, TensorError};
+
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+#[derive(Deserialize)]
+struct RequestJson {
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    inputs: Vec<InputJson>,
+    #[serde(default)]
+    outputs: Vec<OutputJson>,
+}
+
+#[derive(Deserialize)]
+struct InputJson {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// A decoded request plus how each output is to be sent back.
+pub struct DecodedRequest {
+    pub request: InferRequest,
+    /// Per requested output (same order as `request.outputs`): binary or JSON.
+    pub binary_outputs: Vec<bool>,
+    /// For outputs not named in the request (all of them when none is).
+    pub binary_default: bool,
+}
+
+/// Decodes an infer body. `header_length` is the value of the
+/// `Inference-Header-Content-Length` header, if any.
+pub fn decode_request(
+    model: &str,
+    version: Option<&str>,
+    body: &[u8],
+    header_length: Option<usize>,
+) -> Result<DecodedRequest, Error> {
+    let (header, mut binary) = match header_length {
+        Some(n) if n > body.len() => {
+            return Err(Error::BadRequest(format!(
+                "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+                body.len()
+            )))
+        }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let parsed: RequestJson = serde_json::from_slice(header)
+        .map_err(|e| Error::BadRequest(format!("invalid inference request JSON: {e}")))?;
+
+    let mut inputs = Vec::with_capacity(parsed.inputs.len());
+    for input in parsed.inputs {
+        let binary_size = match input.parameters.get("binary_data_size") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "input '{}': binary_data_size must be a non-negative integer",
+                    input.name
+                ))
+            })? as usize),
+        };
+        let tensor = match (binary_size, input.data) {
+            (Some(_), Some(_)) => {
+                return Err(Error::BadRequest(format!(
+                    "input '{}' has both 'data' and binary_data_size",
+                    input.name
+                )))
+            }
+            (Some(size), None) => {
+                if size > binary.len() {
+                    return Err(Error::BadRequest(format!(
+                        "input '{}': binary_data_size {size} exceeds the {} binary bytes left in the body",
+                        input.name,
+                        binary.len()
+                    )));
+                }
+                let (raw, rest) = binary.split_at(size);
+                binary = rest;
+                decode_input(&input.name, &input.datatype, input.shape, |dt, n| {
+                    TensorData::from_raw(dt, raw, n)
+                })?
+            }
+            (None, Some(data)) => {
+                decode_input(&input.name, &input.datatype, input.shape, |dt, _| {
+                    TensorData::from_json(dt, &data)
+                })?
+            }
+            (None, None) => decode_input(&input.name, &input.datatype, input.shape, |_, _| {
+                Err(TensorError::Missing)
+            })?,
+        };
+        inputs.push(tensor);
+    }
+    if !binary.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "{} bytes of binary data follow the inputs that no input's binary_data_size accounts for",
+            binary.len()
+        )));
+    }
+
+    let flag = |params: &Map<String, Value>, key: &str| params.get(key).and_then(Value::as_bool);
+    let binary_default = flag(&parsed.parameters, "binary_data_output").unwrap_or(false);
+    let binary_outputs = parsed
+        .outputs
+        .iter()
+        .map(|o| flag(&o.parameters, "binary_data").unwrap_or(binary_default))
+        .collect();
+    Ok(DecodedRequest {
+        request: InferRequest {
+            model: model.to_string(),
+            version: version.map(str::to_string),
+            id: parsed.id,
+            inputs,
+            outputs: parsed.outputs.into_iter().map(|o| o.name).collect(),
+        },
+        binary_outputs,
+        binary_default,
+    })
+}
+
+/// An encoded response body, and the JSON header's length when binary
+/// tensors follow it.
+pub struct EncodedResponse {
+    pub body: Vec<u8>,
+    pub header_length: Option<usize>,
+}
+
+pub fn encode_response(
+    response: &InferResponse,
+    requested: &[String],
+    binary_outputs: &[bool],
+    binary_default: bool,
+) -> EncodedResponse {
+    let is_binary = |name: &str| {
+        requested
+            .iter()
+            .position(|r| r == name)
+            .map_or(binary_default, |i| binary_outputs[i])
+    };
+    let mut tail = Vec::new();
+    let outputs: Vec<Value> = response
+        .outputs
+        .iter()
+        .map(|t| {
+            let mut out = json!({
+                "name": t.name,
+                "datatype": t.data.datatype().as_str(),
+                "shape": t.shape,
+            });
+            if is_binary(&t.name) {
+                let before = tail.len();
+                t.data.write_raw(&mut tail);
+                out["parameters"] = json!({ "binary_data_size": tail.len() - before });
+            } else {
+                out["data"] = t.data.to_json();
+            }
+            out
+        })
+        .collect();
+    let mut head = json!({
+        "model_name": response.model,
+        "model_version": response.version.to_string(),
+        "outputs": outputs,
+    });
+    if let Some(id) = &response.id {
+        head["id"] = json!(id);
+    }
+    let mut body = serde_json::to_vec(&head).expect("JSON values always serialise");
+    if tail.is_empty() && !response.outputs.iter().any(|t| is_binary(&t.name)) {
+        return EncodedResponse {
+            body,
+            header_length: None,
+        };
+    }
+    let header_length = body.len();
+    body.extend_from_slice(&tail);
+    EncodedResponse {
+        body,
+        header_length: Some(header_length),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    #[test]
+    fn binary_and_json_inputs_mix() {
+        let head = br#"{"id":"7","inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},{"name":"b","shape":[1],"datatype":"INT64","data":[5]}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&1.5f32.to_le_bytes());
+        body.extend_from_slice(&(-2f32).to_le_bytes());
+        let d = decode_request("m", None, &body, Some(head.len())).unwrap();
+        assert_eq!(d.request.id.as_deref(), Some("7"));
+        assert_eq!(d.request.inputs[0].data, TensorData::Fp32(vec![1.5, -2.0]));
+        assert_eq!(d.request.inputs[1].data, TensorData::Int64(vec![5]));
+        assert_eq!(d.binary_outputs, vec![true]);
+    }
+
+    #[test]
+    fn leftover_or_short_binary_is_refused() {
+        let head = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
+        let mut body = head.to_vec();
+        body.extend_from_slice(&[0; 6]);
+        let err = decode_request("m", None, &body, Some(head.len())).unwrap_err();
+        assert!(err.to_string().contains("2 bytes"), "{err}");
+        let err = decode_request("m", None, &body[..head.len() + 2], Some(head.len())).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let err = decode_request("m", None, head, Some(head.len() + 1)).unwrap_err();
+        assert!(
+            err.to_string().contains("Inference-Header-Content-Length"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn element_count_checked_for_json() {
+        let body = br#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[1,2,3]}]}"#;
+        let err = decode_request("m", None, body, None).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("'a'") && text.contains("4 elements") && text.contains("3 were given"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn response_binary_layout() {
+        let response = InferResponse {
+            model: "m".into(),
+            version: 3,
+            id: None,
+            outputs: vec![
+                Tensor {
+                    name: "p".into(),
+                    shape: vec![1, 2],
+                    data: TensorData::Fp32(vec![0.25, 0.75]),
+                },
+                Tensor {
+                    name: "l".into(),
+                    shape: vec![1],
+                    data: TensorData::Int64(vec![1]),
+                },
+            ],
+        };
+        let e = encode_response(&response, &["p".into(), "l".into()], &[true, false], false);
+        let n = e.header_length.unwrap();
+        let head: Value = serde_json::from_slice(&e.body[..n]).unwrap();
+        assert_eq!(head["model_version"], "3");
+        assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+        assert_eq!(head["outputs"][1]["data"], json!([1]));
+        assert_eq!(&e.body[n..n + 4], &0.25f32.to_le_bytes());
+        let plain = encode_response(&response, &[], &[], false);
+        assert!(plain.header_length.is_none());
+    }
+}

@@ -1,0 +1,345 @@
+//! The V2 HTTP/REST adapter on hyper: routes, wire format <-> core types,
+//! and the one mapping from core errors to HTTP statuses. No logic of its own.
+//!
+//! Unknown model or version: **404**; a request that does not fit the model
+//! (shape, datatype, names, bad JSON): **400**; a version not ready, a full
+//! queue or a server shutting down: **503**. Every error body is
+//! `{"error": "<message>"}`.
+
+pub mod codec;
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::{Error, ErrorKind};
+use crate::repository::ModelVersion;
+use crate::AppState;
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `shutdown` flips, then lets open requests
+/// finish (the caller bounds how long).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The one place core errors become HTTP statuses.
+pub fn status_of(error: &Error) -> StatusCode {
+    match error.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(value).expect("JSON values serialise"),
+    )
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({ "error": message.into() }))
+}
+
+fn from_error(error: &Error) -> Response<Body> {
+    error_response(status_of(error), error.to_string())
+}
+
+/// Live/ready answers: 200 with an empty body, as the spec has it.
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let not_allowed = || {
+        error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        )
+    };
+
+    match segments.as_slice() {
+        ["v2"] => match method {
+            Method::GET => json_response(StatusCode::OK, &server_metadata()),
+            _ => not_allowed(),
+        },
+        ["v2", "health", "live"] => match method {
+            Method::GET => empty(StatusCode::OK),
+            _ => not_allowed(),
+        },
+        ["v2", "health", "ready"] => match method {
+            Method::GET if state.ready.load(Ordering::Acquire) => empty(StatusCode::OK),
+            Method::GET => empty(StatusCode::SERVICE_UNAVAILABLE),
+            _ => not_allowed(),
+        },
+        ["v2", "repository", "index"] => match method {
+            Method::POST => {
+                let body = match read_body(state, req).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let ready_only = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("ready").and_then(Value::as_bool))
+                    .unwrap_or(false);
+                let index = state.core.repository.index(ready_only);
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(index).expect("index serialises"),
+                )
+            }
+            _ => not_allowed(),
+        },
+        ["v2", "repository", "models", model, action @ ("load" | "unload")] => {
+            if method != Method::POST {
+                return not_allowed();
+            }
+            let repository = &state.core.repository;
+            let result = if *action == "load" {
+                repository.load_model(model).await
+            } else {
+                repository.unload_model(model).await
+            };
+            match result {
+                Ok(()) => json_response(StatusCode::OK, &json!({})),
+                Err(e) => from_error(&e),
+            }
+        }
+        ["v2", "models", model, rest @ ..] => {
+            let (version, rest) = match rest {
+                ["versions", v, rest @ ..] => (Some(*v), rest),
+                other => (None, other),
+            };
+            let (model, version) = (model.to_string(), version.map(str::to_string));
+            match (rest, &method) {
+                ([], &Method::GET) => match model_metadata(state, &model, version.as_deref()) {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => from_error(&e),
+                },
+                (["ready"], &Method::GET) => match state.core.resolve(&model, version.as_deref()) {
+                    Ok(_) => empty(StatusCode::OK),
+                    Err(e) => from_error(&e),
+                },
+                (["stats"], &Method::GET) => {
+                    match model_statistics(state, &model, version.as_deref()) {
+                        Ok(v) => json_response(StatusCode::OK, &v),
+                        Err(e) => from_error(&e),
+                    }
+                }
+                (["infer"], &Method::POST) => infer(state, req, &model, version.as_deref()).await,
+                ([] | ["ready"] | ["stats"] | ["infer"], _) => not_allowed(),
+                _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            }
+        }
+        _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let limit = state.max_request_bytes;
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds the limit of {limit} bytes (--max-request-bytes)"),
+            ))
+        }
+        Err(e) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+async fn infer(
+    state: &AppState,
+    req: Request<Incoming>,
+    model: &str,
+    version: Option<&str>,
+) -> Response<Body> {
+    let header_length = match req.headers().get(codec::HEADER_LENGTH) {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<usize>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "Inference-Header-Content-Length must be a non-negative integer",
+                )
+            }
+        },
+    };
+    let body = match read_body(state, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let decoded = match codec::decode_request(model, version, &body, header_length) {
+        Ok(d) => d,
+        Err(e) => return from_error(&e),
+    };
+    drop(body);
+    let requested = decoded.request.outputs.clone();
+    match state.core.infer(decoded.request).await {
+        Ok(response) => {
+            let encoded = codec::encode_response(
+                &response,
+                &requested,
+                &decoded.binary_outputs,
+                decoded.binary_default,
+            );
+            match encoded.header_length {
+                None => respond(StatusCode::OK, "application/json", encoded.body),
+                Some(n) => {
+                    let mut r = respond(StatusCode::OK, "application/octet-stream", encoded.body);
+                    r.headers_mut()
+                        .insert(codec::HEADER_LENGTH, HeaderValue::from(n as u64));
+                    r
+                }
+            }
+        }
+        Err(e) => from_error(&e),
+    }
+}
+
+pub fn server_metadata() -> Value {
+    json!({
+        "name": crate::SERVER_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": crate::EXTENSIONS,
+    })
+}
+
+fn model_metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Value, Error> {
+    let m = state.core.resolve(model, version)?;
+    let versions = ready_versions(state, model);
+    let tensors = |specs: &[crate::backend::TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| json!({ "name": s.name, "datatype": s.datatype.as_str(), "shape": s.shape }))
+            .collect::<Vec<_>>()
+    };
+    Ok(json!({
+        "name": m.model,
+        "versions": versions,
+        "platform": m.platform,
+        "inputs": tensors(&m.signature.inputs),
+        "outputs": tensors(&m.signature.outputs),
+        "parameters": { "sha256": m.sha256, "properties": m.properties },
+    }))
+}
+
+/// Ready versions of a model, as strings, ascending.
+pub fn ready_versions(state: &AppState, model: &str) -> Vec<String> {
+    let table = state.core.repository.registry.snapshot();
+    table
+        .models
+        .get(model)
+        .map(|e| e.ready_versions().map(|v| v.version.to_string()).collect())
+        .unwrap_or_default()
+}
+
+fn model_statistics(state: &AppState, model: &str, version: Option<&str>) -> Result<Value, Error> {
+    let versions: Vec<Arc<ModelVersion>> = match version {
+        Some(v) => vec![state.core.resolve(model, Some(v))?],
+        None => {
+            let table = state.core.repository.registry.snapshot();
+            let entry = table
+                .models
+                .get(model)
+                .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+            entry.ready_versions().cloned().collect()
+        }
+    };
+    let stats: Vec<Value> = versions.iter().map(|m| version_statistics(m)).collect();
+    Ok(json!({ "model_stats": stats }))
+}
+
+fn version_statistics(m: &ModelVersion) -> Value {
+    let s = &m.stats;
+    let d = |stat: &crate::repository::registry::DurationStat| {
+        let (count, ns) = stat.get();
+        json!({ "count": count, "ns": ns })
+    };
+    json!({
+        "name": m.model,
+        "version": m.version.to_string(),
+        "last_inference": s.last_inference_ms.load(Ordering::Relaxed),
+        "inference_count": s.inference_count.load(Ordering::Relaxed),
+        "execution_count": s.execution_count.load(Ordering::Relaxed),
+        "inference_stats": {
+            "success": d(&s.success),
+            "fail": d(&s.fail),
+            "queue": d(&s.queue),
+            "compute_input": { "count": 0, "ns": 0 },
+            "compute_infer": d(&s.compute_infer),
+            "compute_output": { "count": 0, "ns": 0 },
+        },
+        "batch_stats": [],
+    })
+}

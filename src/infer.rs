@@ -1,0 +1,231 @@
+//! The one API both protocol adapters call: resolve the model version,
+//! check the request against its signature, run it on the version's
+//! inference thread, and record what happened.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::repository::{ModelVersion, Repository};
+use crate::tensor::{element_count, DataType, Tensor, TensorData, TensorError};
+use crate::worker::WorkerError;
+
+/// A decoded inference request, whatever protocol it came in on.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    pub model: String,
+    /// `None` or empty: the newest ready version.
+    pub version: Option<String>,
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Outputs to return, by name; empty: all of them.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model: String,
+    pub version: u64,
+    pub id: Option<String>,
+    pub outputs: Vec<Tensor>,
+}
+
+/// Builds an input tensor from what the wire carried: parses the datatype,
+/// checks the shape, decodes the data with `decode(datatype, elements)` and
+/// checks the element count. Shared by both adapters so that both say the
+/// same thing about the same mistake.
+pub fn decode_input(
+    name: &str,
+    datatype: &str,
+    shape: Vec<i64>,
+    decode: impl FnOnce(DataType, usize) -> Result<TensorData, TensorError>,
+) -> Result<Tensor, Error> {
+    let invalid = |source| Error::InvalidTensor {
+        name: name.to_string(),
+        source,
+    };
+    let dt = DataType::parse(datatype)
+        .ok_or_else(|| invalid(TensorError::UnknownDatatype(datatype.to_string())))?;
+    let expected = element_count(&shape).map_err(invalid)?;
+    let data = decode(dt, expected).map_err(invalid)?;
+    if data.len() != expected {
+        return Err(invalid(TensorError::ElementCount {
+            shape,
+            expected,
+            got: data.len(),
+        }));
+    }
+    Ok(Tensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
+
+pub struct Core {
+    pub repository: Arc<Repository>,
+}
+
+impl Core {
+    pub fn new(repository: Arc<Repository>) -> Core {
+        Core { repository }
+    }
+
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        self.repository.registry.resolve(model, version)
+    }
+
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {
+        // One snapshot per request: the version stays alive (and keeps its
+        // inference thread) until this request is answered, even if it is
+        // swapped out meanwhile.
+        let model = self.resolve(&request.model, request.version.as_deref())?;
+        let started = Instant::now();
+        let result = self.run(&model, request).await;
+        let took = started.elapsed();
+        let stats = &model.stats;
+        stats.touch();
+        match &result {
+            Ok(_) => stats.success.record(took),
+            Err(_) => stats.fail.record(took),
+        }
+        let failure = result.as_ref().err().map(|e| e.kind().as_str());
+        crate::monitor::record_request(&model.model, Some(model.version), took, failure);
+        result
+    }
+
+    async fn run(
+        &self,
+        model: &Arc<ModelVersion>,
+        request: InferRequest,
+    ) -> Result<InferResponse, Error> {
+        let batch = validate(model, &request)?;
+        let ran = model
+            .worker
+            .run(request.inputs)
+            .await
+            .map_err(|e| match e {
+                WorkerError::QueueFull => Error::Overloaded {
+                    model: model.model.clone(),
+                    version: model.version,
+                    capacity: model.worker.capacity(),
+                },
+                WorkerError::Stopped => Error::ShuttingDown,
+                WorkerError::Backend(e) => Error::Inference {
+                    model: model.model.clone(),
+                    version: model.version,
+                    reason: e.to_string(),
+                },
+            })?;
+        let stats = &model.stats;
+        stats.queue.record(ran.queue);
+        stats.compute_infer.record(ran.compute);
+        stats.execution_count.fetch_add(1, Ordering::Relaxed);
+        stats.inference_count.fetch_add(batch, Ordering::Relaxed);
+
+        let outputs = if request.outputs.is_empty() {
+            ran.outputs
+        } else {
+            let mut all = ran.outputs;
+            request
+                .outputs
+                .iter()
+                .filter_map(|name| {
+                    all.iter()
+                        .position(|t| &t.name == name)
+                        .map(|i| all.swap_remove(i))
+                })
+                .collect()
+        };
+        Ok(InferResponse {
+            model: model.model.clone(),
+            version: model.version,
+            id: request.id,
+            outputs,
+        })
+    }
+}
+
+/// Checks inputs and requested outputs against the model's signature.
+/// Returns the batch size (first dimension, 1 for scalars) for statistics.
+fn validate(model: &ModelVersion, request: &InferRequest) -> Result<u64, Error> {
+    let sig = &model.signature;
+    let names = |specs: &[crate::backend::TensorSpec]| {
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, tensor) in request.inputs.iter().enumerate() {
+        let spec = sig.input(&tensor.name).ok_or_else(|| Error::UnknownInput {
+            model: model.model.clone(),
+            name: tensor.name.clone(),
+            known: names(&sig.inputs),
+        })?;
+        if request.inputs[..i].iter().any(|t| t.name == tensor.name) {
+            return Err(Error::BadRequest(format!(
+                "input '{}' is given twice",
+                tensor.name
+            )));
+        }
+        let got = tensor.data.datatype();
+        if got != spec.datatype {
+            return Err(Error::DatatypeMismatch {
+                name: tensor.name.clone(),
+                expected: spec.datatype,
+                got: got.as_str().to_string(),
+            });
+        }
+        let fits = tensor.shape.len() == spec.shape.len()
+            && tensor
+                .shape
+                .iter()
+                .zip(&spec.shape)
+                .all(|(&g, &e)| e < 0 || g == e);
+        if !fits {
+            return Err(Error::ShapeMismatch {
+                name: tensor.name.clone(),
+                expected: spec.shape.clone(),
+                got: tensor.shape.clone(),
+            });
+        }
+        if let (Some(max), Some(&rows)) = (model.max_batch_size, tensor.shape.first()) {
+            if rows as u64 > max {
+                return Err(Error::BadRequest(format!(
+                    "input '{}': batch of {rows} exceeds the model's max_batch_size {max}",
+                    tensor.name
+                )));
+            }
+        }
+    }
+    for spec in &sig.inputs {
+        if !request.inputs.iter().any(|t| t.name == spec.name) {
+            return Err(Error::MissingInput {
+                model: model.model.clone(),
+                name: spec.name.clone(),
+            });
+        }
+    }
+    for (i, name) in request.outputs.iter().enumerate() {
+        if sig.output(name).is_none() {
+            return Err(Error::UnknownOutput {
+                model: model.model.clone(),
+                name: name.clone(),
+                known: names(&sig.outputs),
+            });
+        }
+        if request.outputs[..i].contains(name) {
+            return Err(Error::BadRequest(format!(
+                "output '{name}' is requested twice"
+            )));
+        }
+    }
+    Ok(request
+        .inputs
+        .first()
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(1)
+        .max(0) as u64)
+}

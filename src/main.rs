@@ -1,0 +1,32 @@
+//! `infergate serve ...`: parse, set up logging, run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use infergate::config::{Cli, Command, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cli { command } = Cli::parse();
+    let Command::Serve(args) = command;
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if args.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+
+    let addr = |port| SocketAddr::new(args.host, port);
+    let listeners = infergate::Listeners::bind(
+        addr(args.http_port),
+        addr(args.grpc_port),
+        Some(addr(args.metrics_port)),
+    )
+    .await?;
+    infergate::run(Config::from(&args), listeners, infergate::shutdown_signal()).await
+}

@@ -1,0 +1,524 @@
+//! The model repository: `<root>/<model>/<version>/model.onnx`, an optional
+//! `<root>/<model>/config.toml`, integer version folders.
+//!
+//! The repository is reconciled with the disk on a timer (`poll`) and on
+//! demand (`load_model`, `unload_model`). Reconciling never takes a serving
+//! version away before its replacement is loaded and warmed up, and a
+//! version that fails to load is recorded as `UNAVAILABLE` with its reason
+//! while whatever served keeps serving.
+
+pub mod config;
+pub mod registry;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::backend::{self, LoadOptions};
+use crate::error::Error;
+use crate::tensor::{Tensor, TensorData};
+use crate::worker::Worker;
+use config::{ModelConfig, VersionPolicy};
+pub use registry::{ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState};
+
+/// Server-wide defaults a model's `config.toml` may override.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub queue_capacity: usize,
+    pub intra_op_threads: usize,
+}
+
+pub struct Repository {
+    root: PathBuf,
+    defaults: Defaults,
+    pub registry: Registry,
+    /// Serialises every change to the table (poll, load, unload): changes
+    /// read the current table, load, then publish, and two of them
+    /// interleaving would lose one's work. Requests never take it.
+    control: Mutex<Control>,
+}
+
+#[derive(Default)]
+struct Control {
+    /// Models unloaded through the API: the poller leaves them alone until
+    /// they are loaded again.
+    unloaded: HashSet<String>,
+}
+
+/// One row of the repository index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl Repository {
+    pub fn new(root: PathBuf, defaults: Defaults) -> Repository {
+        Repository {
+            root,
+            defaults,
+            registry: Registry::default(),
+            control: Mutex::new(Control::default()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Reconciles every model with the disk: new versions are loaded,
+    /// changed ones reloaded, removed ones (and removed models) dropped.
+    pub async fn poll(&self) {
+        let control = self.control.lock().await;
+        let names = match list_models(&self.root) {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(root = %self.root.display(), error = %e, "cannot read the model repository");
+                return;
+            }
+        };
+        let current = self.registry.snapshot();
+        let mut table = ModelTable::default();
+        for name in names {
+            let previous = current.models.get(&name).cloned().unwrap_or_default();
+            let entry = if control.unloaded.contains(&name) {
+                previous
+            } else {
+                self.reconcile(&name, &previous).await
+            };
+            table.models.insert(name, entry);
+        }
+        for (name, entry) in &current.models {
+            if !table.models.contains_key(name) {
+                tracing::info!(model = %name, versions = entry.versions.len(), "model removed from the repository; unloading");
+            }
+        }
+        self.registry.publish(table);
+    }
+
+    /// Loads (or reloads) a model now, including one that was unloaded.
+    pub async fn load_model(&self, name: &str) -> Result<(), Error> {
+        check_name(name)?;
+        let mut control = self.control.lock().await;
+        let dir = self.model_dir(name)?;
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound(name.to_string()));
+        }
+        control.unloaded.remove(name);
+        let current = self.registry.snapshot();
+        let previous = current.models.get(name).cloned().unwrap_or_default();
+        let entry = self.reconcile(name, &previous).await;
+        let ready = entry.newest_ready().is_some();
+        let reasons: Vec<String> = entry
+            .versions
+            .iter()
+            .filter_map(|(v, s)| match &s.state {
+                VersionState::Unavailable(r) => Some(format!("version {v}: {r}")),
+                VersionState::Ready(_) => {
+                    s.last_error.as_ref().map(|e| format!("version {v}: {e}"))
+                }
+            })
+            .collect();
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), entry);
+        self.registry.publish(table);
+        if ready {
+            Ok(())
+        } else {
+            Err(Error::LoadFailed {
+                model: name.to_string(),
+                reason: if reasons.is_empty() {
+                    "no version folder (<model>/<integer>/model.onnx) found".into()
+                } else {
+                    reasons.join("; ")
+                },
+            })
+        }
+    }
+
+    /// Unloads every version of a model; it stays listed as UNAVAILABLE and
+    /// is not reloaded by polling until `load_model` is called.
+    pub async fn unload_model(&self, name: &str) -> Result<(), Error> {
+        check_name(name)?;
+        let mut control = self.control.lock().await;
+        let current = self.registry.snapshot();
+        let Some(entry) = current.models.get(name) else {
+            return Err(Error::ModelNotFound(name.to_string()));
+        };
+        let mut unloaded = ModelEntry::default();
+        for v in entry.versions.keys() {
+            unloaded.versions.insert(
+                *v,
+                VersionSlot {
+                    state: VersionState::Unavailable("unloaded".into()),
+                    fingerprint: None,
+                    last_error: None,
+                },
+            );
+        }
+        control.unloaded.insert(name.to_string());
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), unloaded);
+        self.registry.publish(table);
+        tracing::info!(model = %name, "model unloaded");
+        Ok(())
+    }
+
+    /// The repository index: every model and version the server knows.
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let table = self.registry.snapshot();
+        let mut rows = Vec::new();
+        for (name, entry) in &table.models {
+            for (version, slot) in &entry.versions {
+                let (state, reason) = match &slot.state {
+                    VersionState::Ready(_) => {
+                        ("READY", slot.last_error.clone().unwrap_or_default())
+                    }
+                    VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                };
+                if ready_only && state != "READY" {
+                    continue;
+                }
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    // Version 0 stands for the model as a whole (a broken config).
+                    version: if *version == 0 {
+                        String::new()
+                    } else {
+                        version.to_string()
+                    },
+                    state,
+                    reason,
+                });
+            }
+        }
+        rows
+    }
+
+    fn model_dir(&self, name: &str) -> Result<PathBuf, Error> {
+        let dir = self.root.join(name);
+        // A symlink may not lead outside the repository.
+        if let (Ok(real), Ok(root)) = (dir.canonicalize(), self.root.canonicalize()) {
+            if !real.starts_with(&root) {
+                return Err(Error::InvalidModelName(name.to_string()));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Computes a model's new entry from the disk and the previous entry.
+    /// Only loads; publishing is the caller's.
+    async fn reconcile(&self, name: &str, previous: &ModelEntry) -> ModelEntry {
+        let dir = match self.model_dir(name) {
+            Ok(dir) => dir,
+            Err(e) => return failed_entry(previous, &e.to_string()),
+        };
+        let config_path = dir.join(config::FILE_NAME);
+        let (config, config_stamp) = match read_config(&config_path) {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::warn!(model = %name, %reason, "bad config.toml; keeping what serves");
+                return failed_entry(previous, &reason);
+            }
+        };
+        let on_disk = match list_versions(&dir) {
+            Ok(v) => v,
+            Err(e) => return failed_entry(previous, &format!("cannot list versions: {e}")),
+        };
+        let candidates: Vec<u64> = match &config.version_policy {
+            VersionPolicy::All | VersionPolicy::Latest(_) => {
+                on_disk.iter().rev().copied().collect()
+            }
+            VersionPolicy::Specific(wanted) => on_disk
+                .iter()
+                .rev()
+                .filter(|v| wanted.contains(v))
+                .copied()
+                .collect(),
+        };
+        let limit = match config.version_policy {
+            VersionPolicy::Latest(n) => n,
+            _ => usize::MAX,
+        };
+
+        let mut entry = ModelEntry::default();
+        let mut ready = 0usize;
+        for version in candidates {
+            if ready >= limit {
+                break;
+            }
+            let vdir = dir.join(version.to_string());
+            let fingerprint = format!(
+                "{}|{}",
+                file_stamp(backend::model_file(&vdir).as_deref()),
+                config_stamp
+            );
+            let old = previous.versions.get(&version);
+            let slot = match old {
+                Some(slot) if slot.fingerprint.as_deref() == Some(fingerprint.as_str()) => {
+                    slot.clone()
+                }
+                _ => {
+                    let loaded = self.load_version(name, version, &vdir, &config).await;
+                    match (loaded, old) {
+                        (Ok(v), _) => {
+                            tracing::info!(model = %name, version, "version loaded and published");
+                            VersionSlot {
+                                state: VersionState::Ready(Arc::new(v)),
+                                fingerprint: Some(fingerprint),
+                                last_error: None,
+                            }
+                        }
+                        // A failed reload never replaces the copy that serves.
+                        (
+                            Err(reason),
+                            Some(VersionSlot {
+                                state: VersionState::Ready(v),
+                                ..
+                            }),
+                        ) => {
+                            tracing::warn!(model = %name, version, %reason, "reload failed; the loaded copy keeps serving");
+                            VersionSlot {
+                                state: VersionState::Ready(v.clone()),
+                                fingerprint: Some(fingerprint),
+                                last_error: Some(reason),
+                            }
+                        }
+                        (Err(reason), _) => {
+                            tracing::warn!(model = %name, version, %reason, "version failed to load");
+                            VersionSlot {
+                                state: VersionState::Unavailable(reason),
+                                fingerprint: Some(fingerprint),
+                                last_error: None,
+                            }
+                        }
+                    }
+                }
+            };
+            if matches!(slot.state, VersionState::Ready(_)) {
+                ready += 1;
+            }
+            entry.versions.insert(version, slot);
+        }
+        for version in previous.versions.keys() {
+            if !entry.versions.contains_key(version) {
+                tracing::info!(model = %name, version, "version retired; it unloads after its last request");
+            }
+        }
+        entry
+    }
+
+    /// Loads, checks and warms up one version on a blocking thread.
+    async fn load_version(
+        &self,
+        name: &str,
+        version: u64,
+        dir: &Path,
+        config: &ModelConfig,
+    ) -> Result<ModelVersion, String> {
+        let (name, dir, config, defaults) = (
+            name.to_string(),
+            dir.to_path_buf(),
+            config.clone(),
+            self.defaults.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            load_version_blocking(&name, version, &dir, &config, &defaults)
+        })
+        .await
+        .map_err(|e| format!("loader panicked: {e}"))?
+    }
+}
+
+fn load_version_blocking(
+    name: &str,
+    version: u64,
+    dir: &Path,
+    config: &ModelConfig,
+    defaults: &Defaults,
+) -> Result<ModelVersion, String> {
+    let options = LoadOptions {
+        intra_op_threads: config.intra_op_threads.unwrap_or(defaults.intra_op_threads),
+    };
+    let mut backend = backend::load(dir, &options).map_err(|e| e.to_string())?;
+    let mut signature = backend.signature().clone();
+    config.apply(&mut signature)?;
+    let sha256 = backend::model_file(dir)
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
+        .unwrap_or_default();
+
+    // Warm-up: one inference on zeros, one row per open dimension. A model
+    // that cannot run is refused here, before anyone is routed to it.
+    let inputs = signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let shape: Vec<i64> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { 1 } else { d })
+                .collect();
+            let n = shape.iter().product::<i64>().max(0) as usize;
+            Tensor {
+                name: spec.name.clone(),
+                shape,
+                data: TensorData::zeros(spec.datatype, n),
+            }
+        })
+        .collect();
+    let outputs = backend
+        .run(inputs)
+        .map_err(|e| format!("warm-up inference failed: {e}"))?;
+    if outputs.len() != signature.outputs.len() {
+        return Err(format!(
+            "warm-up returned {} outputs, the model declares {}",
+            outputs.len(),
+            signature.outputs.len()
+        ));
+    }
+
+    let platform = backend.platform();
+    let properties = backend.properties().clone();
+    let capacity = config.queue_capacity.unwrap_or(defaults.queue_capacity);
+    let worker = Worker::spawn(&format!("{name}-{version}"), backend, capacity)
+        .map_err(|e| format!("cannot start the inference thread: {e}"))?;
+    Ok(ModelVersion {
+        model: name.to_string(),
+        version,
+        platform,
+        signature,
+        max_batch_size: config.max_batch_size.filter(|&b| b > 0),
+        properties,
+        sha256,
+        worker,
+        stats: Default::default(),
+    })
+}
+
+/// A model whose config or folder is broken: what served keeps serving,
+/// nothing new is loaded, and the reason is shown on every version.
+fn failed_entry(previous: &ModelEntry, reason: &str) -> ModelEntry {
+    let mut entry = previous.clone();
+    if entry.versions.is_empty() {
+        entry.versions.insert(
+            0,
+            VersionSlot {
+                state: VersionState::Unavailable(reason.to_string()),
+                fingerprint: None,
+                last_error: None,
+            },
+        );
+    }
+    for slot in entry.versions.values_mut() {
+        match slot.state {
+            VersionState::Ready(_) => slot.last_error = Some(reason.to_string()),
+            VersionState::Unavailable(_) => {
+                slot.state = VersionState::Unavailable(reason.to_string())
+            }
+        }
+    }
+    entry
+}
+
+/// A model name is one plain path component.
+pub fn check_name(name: &str) -> Result<(), Error> {
+    let bad = name.is_empty()
+        || name.starts_with('.')
+        || name.contains(['/', '\\', '\0'])
+        || Path::new(name).is_absolute();
+    if bad {
+        Err(Error::InvalidModelName(name.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+fn list_models(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if check_name(&name).is_ok() && entry.path().is_dir() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Integer-named folders, ascending; anything else (data/, README) is not a version.
+fn list_versions(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| {
+            registry::parse_version(&n)
+                .ok()
+                .filter(|v| v.to_string() == n)
+        })
+        .collect();
+    versions.sort_unstable();
+    Ok(versions)
+}
+
+fn read_config(path: &Path) -> Result<(ModelConfig, String), String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let config = ModelConfig::parse(&text).map_err(|e| format!("config.toml: {e}"))?;
+            Ok((config, format!("{:x}", Sha256::digest(text.as_bytes()))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((ModelConfig::default(), String::new()))
+        }
+        Err(e) => Err(format!("config.toml: {e}")),
+    }
+}
+
+/// Size and modification time: changes when a file is replaced or still
+/// being written, which is when a load is worth another try.
+fn file_stamp(path: Option<&Path>) -> String {
+    let Some(meta) = path.and_then(|p| std::fs::metadata(p).ok()) else {
+        return "missing".into();
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{}", meta.len(), mtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_component() {
+        for bad in ["", "..", ".hidden", "a/b", "../x", "/etc", "a\\b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["digits", "tiny-2", "a.b"] {
+            assert!(check_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn only_integer_folders_are_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["1", "10", "2", "data", "0", "03", "x1"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("5"), b"a file, not a folder").unwrap();
+        assert_eq!(list_versions(dir.path()).unwrap(), vec![1, 2, 10]);
+    }
+}

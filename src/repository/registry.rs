@@ -1,0 +1,176 @@
+//! The table of served models, published through `arc-swap`.
+//!
+//! Readers (every request) take one lock-free snapshot with `load` and clone
+//! the `Arc` of the version they need; the version then lives until their
+//! request ends, whatever the table says meanwhile. Writers (the repository
+//! poller and the load/unload API, serialised by `Repository::control`)
+//! build a new table and `store` it: a swap is atomic, and a half-loaded
+//! version is never visible.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Signature;
+use crate::error::Error;
+use crate::worker::Worker;
+
+/// One loaded, warmed-up model version.
+pub struct ModelVersion {
+    pub model: String,
+    pub version: u64,
+    pub platform: &'static str,
+    pub signature: Signature,
+    pub max_batch_size: Option<u64>,
+    pub properties: BTreeMap<String, String>,
+    /// Of the model file, so a deployment can be checked against a build.
+    pub sha256: String,
+    pub worker: Worker,
+    pub stats: VersionStats,
+}
+
+/// Cumulative counters of the V2 statistics extension, updated with relaxed
+/// atomics: exact totals, no lock on the request path.
+#[derive(Default)]
+pub struct VersionStats {
+    pub inference_count: AtomicU64,
+    pub execution_count: AtomicU64,
+    pub success: DurationStat,
+    pub fail: DurationStat,
+    pub queue: DurationStat,
+    pub compute_infer: DurationStat,
+    /// Milliseconds since the epoch.
+    pub last_inference_ms: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct DurationStat {
+    pub count: AtomicU64,
+    pub ns: AtomicU64,
+}
+
+impl DurationStat {
+    pub fn record(&self, d: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.ns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl VersionStats {
+    pub fn touch(&self) {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_inference_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// What the repository index says of a version.
+#[derive(Clone)]
+pub enum VersionState {
+    Ready(Arc<ModelVersion>),
+    Unavailable(String),
+}
+
+#[derive(Clone)]
+pub struct VersionSlot {
+    pub state: VersionState,
+    /// What was last tried for this version (file size and mtime, config),
+    /// so a broken file is not retried on every poll, only when it changes.
+    pub fingerprint: Option<String>,
+    /// The last load that failed while an older load of this version kept
+    /// serving (a bad in-place update); shown as the index's reason.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct ModelEntry {
+    pub versions: BTreeMap<u64, VersionSlot>,
+}
+
+impl ModelEntry {
+    /// The newest version that is ready: where a request without a version goes.
+    pub fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
+        self.versions.values().rev().find_map(|s| match &s.state {
+            VersionState::Ready(v) => Some(v),
+            VersionState::Unavailable(_) => None,
+        })
+    }
+
+    pub fn ready_versions(&self) -> impl Iterator<Item = &Arc<ModelVersion>> {
+        self.versions.values().filter_map(|s| match &s.state {
+            VersionState::Ready(v) => Some(v),
+            VersionState::Unavailable(_) => None,
+        })
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct ModelTable {
+    pub models: BTreeMap<String, ModelEntry>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    table: ArcSwap<ModelTable>,
+}
+
+impl Registry {
+    pub fn snapshot(&self) -> Arc<ModelTable> {
+        self.table.load_full()
+    }
+
+    pub fn publish(&self, table: ModelTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The version a request addresses: the one named, or the newest ready.
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        let table = self.table.load();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+        match version.filter(|v| !v.is_empty()) {
+            None => entry
+                .newest_ready()
+                .cloned()
+                .ok_or_else(|| Error::ModelUnavailable(model.to_string())),
+            Some(text) => {
+                let number = parse_version(text)?;
+                let slot = entry
+                    .versions
+                    .get(&number)
+                    .ok_or_else(|| Error::VersionNotFound {
+                        model: model.to_string(),
+                        version: text.to_string(),
+                    })?;
+                match &slot.state {
+                    VersionState::Ready(v) => Ok(v.clone()),
+                    VersionState::Unavailable(reason) => Err(Error::VersionUnavailable {
+                        model: model.to_string(),
+                        version: number,
+                        reason: reason.clone(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+pub fn parse_version(text: &str) -> Result<u64, Error> {
+    match text.parse::<u64>() {
+        Ok(v) if v > 0 && !text.starts_with('+') => Ok(v),
+        _ => Err(Error::InvalidVersion(text.to_string())),
+    }
+}

@@ -1,0 +1,603 @@
+//! V2 datatypes and the typed buffers that carry tensor data through the core.
+//!
+//! Every wire encoding (JSON `data`, HTTP binary extension, gRPC `contents`
+//! and `raw_*_contents`) is decoded here into one [`TensorData`] per tensor,
+//! in a single pass and a single copy; backends take ownership of the buffer
+//! without copying it again. Encoding back is the mirror image.
+
+use half::f16;
+use serde_json::Value;
+
+/// A V2 tensor datatype, as the protocol spells it (`FP32`, `BYTES`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Fp16,
+    Fp32,
+    Fp64,
+    Bytes,
+}
+
+impl DataType {
+    pub const ALL: [DataType; 13] = [
+        DataType::Bool,
+        DataType::Uint8,
+        DataType::Uint16,
+        DataType::Uint32,
+        DataType::Uint64,
+        DataType::Int8,
+        DataType::Int16,
+        DataType::Int32,
+        DataType::Int64,
+        DataType::Fp16,
+        DataType::Fp32,
+        DataType::Fp64,
+        DataType::Bytes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "BOOL",
+            DataType::Uint8 => "UINT8",
+            DataType::Uint16 => "UINT16",
+            DataType::Uint32 => "UINT32",
+            DataType::Uint64 => "UINT64",
+            DataType::Int8 => "INT8",
+            DataType::Int16 => "INT16",
+            DataType::Int32 => "INT32",
+            DataType::Int64 => "INT64",
+            DataType::Fp16 => "FP16",
+            DataType::Fp32 => "FP32",
+            DataType::Fp64 => "FP64",
+            DataType::Bytes => "BYTES",
+        }
+    }
+
+    /// Parses the protocol's spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<DataType> {
+        DataType::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Bytes per element in the raw encoding; `None` for BYTES, whose
+    /// elements are length-prefixed.
+    pub fn element_size(self) -> Option<usize> {
+        Some(match self {
+            DataType::Bool | DataType::Uint8 | DataType::Int8 => 1,
+            DataType::Uint16 | DataType::Int16 | DataType::Fp16 => 2,
+            DataType::Uint32 | DataType::Int32 | DataType::Fp32 => 4,
+            DataType::Uint64 | DataType::Int64 | DataType::Fp64 => 8,
+            DataType::Bytes => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DataType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The elements of one tensor, flattened in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    Bool(Vec<bool>),
+    Uint8(Vec<u8>),
+    Uint16(Vec<u16>),
+    Uint32(Vec<u32>),
+    Uint64(Vec<u64>),
+    Int8(Vec<i8>),
+    Int16(Vec<i16>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Fp16(Vec<f16>),
+    Fp32(Vec<f32>),
+    Fp64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Why tensor data could not be decoded. The caller adds the tensor's name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TensorError {
+    #[error("unknown datatype '{0}'")]
+    UnknownDatatype(String),
+    #[error("shape {shape:?} holds {expected} elements but {got} were given")]
+    ElementCount {
+        shape: Vec<i64>,
+        expected: usize,
+        got: usize,
+    },
+    #[error("invalid shape {0:?}: dimensions must be non-negative")]
+    NegativeDim(Vec<i64>),
+    #[error("raw data of {datatype} with {elements} elements needs {expected} bytes but {got} were given")]
+    RawSize {
+        datatype: DataType,
+        elements: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("malformed BYTES raw data: {0}")]
+    BytesFraming(String),
+    #[error("element {index} is {got}, which is not a valid {datatype} value")]
+    JsonElement {
+        index: usize,
+        datatype: DataType,
+        got: String,
+    },
+    #[error("no data given")]
+    Missing,
+    #[error("{0} data can only be sent as raw_input_contents (it has no typed contents field)")]
+    RawOnly(DataType),
+    #[error("{datatype} data given in the '{field}' contents field, which is not the one for {datatype}")]
+    WrongContents {
+        datatype: DataType,
+        field: &'static str,
+    },
+}
+
+/// A named tensor: what requests carry in and responses carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: TensorData,
+}
+
+/// Number of elements a shape holds, refusing negative dimensions.
+pub fn element_count(shape: &[i64]) -> Result<usize, TensorError> {
+    shape.iter().try_fold(1usize, |acc, &d| {
+        if d < 0 {
+            Err(TensorError::NegativeDim(shape.to_vec()))
+        } else {
+            Ok(acc.saturating_mul(d as usize))
+        }
+    })
+}
+
+/// Applies `$body` to the vector inside every numeric variant (not BOOL, BYTES).
+macro_rules! numeric_variants {
+    ($value:expr, $v:ident => $body:expr, bool $b:ident => $bbody:expr, bytes $s:ident => $sbody:expr) => {
+        match $value {
+            TensorData::Bool($b) => $bbody,
+            TensorData::Uint8($v) => $body,
+            TensorData::Uint16($v) => $body,
+            TensorData::Uint32($v) => $body,
+            TensorData::Uint64($v) => $body,
+            TensorData::Int8($v) => $body,
+            TensorData::Int16($v) => $body,
+            TensorData::Int32($v) => $body,
+            TensorData::Int64($v) => $body,
+            TensorData::Fp16($v) => $body,
+            TensorData::Fp32($v) => $body,
+            TensorData::Fp64($v) => $body,
+            TensorData::Bytes($s) => $sbody,
+        }
+    };
+}
+
+impl TensorData {
+    pub fn datatype(&self) -> DataType {
+        match self {
+            TensorData::Bool(_) => DataType::Bool,
+            TensorData::Uint8(_) => DataType::Uint8,
+            TensorData::Uint16(_) => DataType::Uint16,
+            TensorData::Uint32(_) => DataType::Uint32,
+            TensorData::Uint64(_) => DataType::Uint64,
+            TensorData::Int8(_) => DataType::Int8,
+            TensorData::Int16(_) => DataType::Int16,
+            TensorData::Int32(_) => DataType::Int32,
+            TensorData::Int64(_) => DataType::Int64,
+            TensorData::Fp16(_) => DataType::Fp16,
+            TensorData::Fp32(_) => DataType::Fp32,
+            TensorData::Fp64(_) => DataType::Fp64,
+            TensorData::Bytes(_) => DataType::Bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        numeric_variants!(self, v => v.len(), bool b => b.len(), bytes s => s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `n` zero elements (empty strings for BYTES): warm-up inputs.
+    pub fn zeros(datatype: DataType, n: usize) -> TensorData {
+        match datatype {
+            DataType::Bool => TensorData::Bool(vec![false; n]),
+            DataType::Uint8 => TensorData::Uint8(vec![0; n]),
+            DataType::Uint16 => TensorData::Uint16(vec![0; n]),
+            DataType::Uint32 => TensorData::Uint32(vec![0; n]),
+            DataType::Uint64 => TensorData::Uint64(vec![0; n]),
+            DataType::Int8 => TensorData::Int8(vec![0; n]),
+            DataType::Int16 => TensorData::Int16(vec![0; n]),
+            DataType::Int32 => TensorData::Int32(vec![0; n]),
+            DataType::Int64 => TensorData::Int64(vec![0; n]),
+            DataType::Fp16 => TensorData::Fp16(vec![f16::ZERO; n]),
+            DataType::Fp32 => TensorData::Fp32(vec![0.0; n]),
+            DataType::Fp64 => TensorData::Fp64(vec![0.0; n]),
+            DataType::Bytes => TensorData::Bytes(vec![Vec::new(); n]),
+        }
+    }
+
+    /// Decodes the raw little-endian encoding (gRPC `raw_input_contents`, the
+    /// HTTP binary extension) of `elements` elements.
+    pub fn from_raw(
+        datatype: DataType,
+        raw: &[u8],
+        elements: usize,
+    ) -> Result<TensorData, TensorError> {
+        let Some(size) = datatype.element_size() else {
+            return decode_bytes(raw, elements).map(TensorData::Bytes);
+        };
+        let expected = elements.saturating_mul(size);
+        if raw.len() != expected {
+            return Err(TensorError::RawSize {
+                datatype,
+                elements,
+                expected,
+                got: raw.len(),
+            });
+        }
+        macro_rules! le {
+            ($t:ty, $variant:ident) => {
+                TensorData::$variant(
+                    raw.chunks_exact(size)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of element size")))
+                        .collect(),
+                )
+            };
+        }
+        Ok(match datatype {
+            DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
+            DataType::Uint8 => TensorData::Uint8(raw.to_vec()),
+            DataType::Uint16 => le!(u16, Uint16),
+            DataType::Uint32 => le!(u32, Uint32),
+            DataType::Uint64 => le!(u64, Uint64),
+            DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
+            DataType::Int16 => le!(i16, Int16),
+            DataType::Int32 => le!(i32, Int32),
+            DataType::Int64 => le!(i64, Int64),
+            DataType::Fp16 => le!(f16, Fp16),
+            DataType::Fp32 => le!(f32, Fp32),
+            DataType::Fp64 => le!(f64, Fp64),
+            DataType::Bytes => unreachable!("handled above"),
+        })
+    }
+
+    /// Appends the raw little-endian encoding to `out`.
+    pub fn write_raw(&self, out: &mut Vec<u8>) {
+        out.reserve(self.raw_len());
+        match self {
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+            TensorData::Uint8(v) => out.extend_from_slice(v),
+            TensorData::Int8(v) => out.extend(v.iter().map(|&b| b as u8)),
+            TensorData::Bytes(v) => {
+                for s in v {
+                    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    out.extend_from_slice(s);
+                }
+            }
+            TensorData::Uint16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Uint64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Int64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Fp64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        }
+    }
+
+    /// The raw encoding as a fresh buffer.
+    pub fn to_raw(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_raw(&mut out);
+        out
+    }
+
+    /// Length of the raw encoding in bytes.
+    pub fn raw_len(&self) -> usize {
+        match self {
+            TensorData::Bytes(v) => v.iter().map(|s| 4 + s.len()).sum(),
+            other => other.len() * other.datatype().element_size().unwrap_or(0),
+        }
+    }
+
+    /// Decodes JSON `data`: flat or nested arrays (or a lone scalar) of
+    /// numbers, booleans or strings as the datatype requires.
+    pub fn from_json(datatype: DataType, value: &Value) -> Result<TensorData, TensorError> {
+        let mut leaves = Vec::new();
+        flatten(value, &mut leaves);
+        let bad = |index: usize, v: &Value| TensorError::JsonElement {
+            index,
+            datatype,
+            got: truncate(v.to_string()),
+        };
+        macro_rules! ints {
+            ($t:ty, $variant:ident) => {{
+                let mut out = Vec::with_capacity(leaves.len());
+                for (i, v) in leaves.iter().enumerate() {
+                    let x = v
+                        .as_i64()
+                        .and_then(|x| <$t>::try_from(x).ok())
+                        .or_else(|| v.as_u64().and_then(|x| <$t>::try_from(x).ok()))
+                        .ok_or_else(|| bad(i, v))?;
+                    out.push(x);
+                }
+                TensorData::$variant(out)
+            }};
+        }
+        macro_rules! floats {
+            ($conv:expr, $variant:ident) => {{
+                let mut out = Vec::with_capacity(leaves.len());
+                for (i, v) in leaves.iter().enumerate() {
+                    out.push($conv(v.as_f64().ok_or_else(|| bad(i, v))?));
+                }
+                TensorData::$variant(out)
+            }};
+        }
+        Ok(match datatype {
+            DataType::Bool => {
+                let mut out = Vec::with_capacity(leaves.len());
+                for (i, v) in leaves.iter().enumerate() {
+                    out.push(v.as_bool().ok_or_else(|| bad(i, v))?);
+                }
+                TensorData::Bool(out)
+            }
+            DataType::Uint8 => ints!(u8, Uint8),
+            DataType::Uint16 => ints!(u16, Uint16),
+            DataType::Uint32 => ints!(u32, Uint32),
+            DataType::Uint64 => ints!(u64, Uint64),
+            DataType::Int8 => ints!(i8, Int8),
+            DataType::Int16 => ints!(i16, Int16),
+            DataType::Int32 => ints!(i32, Int32),
+            DataType::Int64 => ints!(i64, Int64),
+            DataType::Fp16 => floats!(f16::from_f64, Fp16),
+            DataType::Fp32 => floats!(|x: f64| x as f32, Fp32),
+            DataType::Fp64 => floats!(|x: f64| x, Fp64),
+            DataType::Bytes => {
+                let mut out = Vec::with_capacity(leaves.len());
+                for (i, v) in leaves.iter().enumerate() {
+                    out.push(v.as_str().ok_or_else(|| bad(i, v))?.as_bytes().to_vec());
+                }
+                TensorData::Bytes(out)
+            }
+        })
+    }
+
+    /// The flat JSON array of the elements. Non-finite floats, which JSON
+    /// cannot hold, become `null`; BYTES that are not UTF-8 are replaced
+    /// lossily (ask for binary output to get them exactly).
+    pub fn to_json(&self) -> Value {
+        fn arr<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
+            Value::Array(v.iter().map(|&x| f(x)).collect())
+        }
+        fn float(x: f64) -> Value {
+            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+        }
+        match self {
+            TensorData::Bool(v) => arr(v, Value::Bool),
+            TensorData::Uint8(v) => arr(v, Value::from),
+            TensorData::Uint16(v) => arr(v, Value::from),
+            TensorData::Uint32(v) => arr(v, Value::from),
+            TensorData::Uint64(v) => arr(v, Value::from),
+            TensorData::Int8(v) => arr(v, Value::from),
+            TensorData::Int16(v) => arr(v, Value::from),
+            TensorData::Int32(v) => arr(v, Value::from),
+            TensorData::Int64(v) => arr(v, Value::from),
+            TensorData::Fp16(v) => arr(v, |x| float(x.to_f64())),
+            // Through the shortest f32 text so 0.1f32 prints as 0.1, not 0.10000000149.
+            TensorData::Fp32(v) => arr(v, |x| {
+                if x.is_finite() {
+                    x.to_string().parse::<f64>().map_or(Value::Null, float)
+                } else {
+                    Value::Null
+                }
+            }),
+            TensorData::Fp64(v) => arr(v, float),
+            TensorData::Bytes(v) => Value::Array(
+                v.iter()
+                    .map(|s| Value::String(String::from_utf8_lossy(s).into_owned()))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other),
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > 40 {
+        let mut end = 40;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Splits BYTES raw data: each element is a 4-byte little-endian length and
+/// then that many bytes.
+fn decode_bytes(raw: &[u8], elements: usize) -> Result<Vec<Vec<u8>>, TensorError> {
+    let mut out = Vec::with_capacity(elements.min(raw.len() / 4));
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(TensorError::BytesFraming(format!(
+                "element {} has a truncated length prefix",
+                out.len()
+            )));
+        }
+        let (len, tail) = rest.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if tail.len() < len {
+            return Err(TensorError::BytesFraming(format!(
+                "element {} declares {len} bytes but only {} remain",
+                out.len(),
+                tail.len()
+            )));
+        }
+        let (item, tail) = tail.split_at(len);
+        out.push(item.to_vec());
+        rest = tail;
+    }
+    if out.len() != elements {
+        return Err(TensorError::BytesFraming(format!(
+            "{} elements expected, {} found",
+            elements,
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn datatype_names_round_trip() {
+        for d in DataType::ALL {
+            assert_eq!(DataType::parse(d.as_str()), Some(d));
+        }
+        assert_eq!(DataType::parse("FLOAT32"), None);
+    }
+
+    #[test]
+    fn raw_round_trip_every_type() {
+        let samples = vec![
+            TensorData::Bool(vec![true, false, true]),
+            TensorData::Uint8(vec![0, 7, 255]),
+            TensorData::Uint16(vec![1, 65535]),
+            TensorData::Uint32(vec![u32::MAX, 3]),
+            TensorData::Uint64(vec![u64::MAX]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Int16(vec![-2, 300]),
+            TensorData::Int32(vec![i32::MIN, 5]),
+            TensorData::Int64(vec![-1, i64::MAX]),
+            TensorData::Fp16(vec![f16::from_f32(1.5), f16::from_f32(-0.25)]),
+            TensorData::Fp32(vec![0.1, -3.5, f32::NAN]),
+            TensorData::Fp64(vec![1e300, -0.0]),
+            TensorData::Bytes(vec![b"abc".to_vec(), vec![], vec![0xff, 0]]),
+        ];
+        for data in samples {
+            let raw = data.to_raw();
+            assert_eq!(raw.len(), data.raw_len());
+            let back = TensorData::from_raw(data.datatype(), &raw, data.len()).unwrap();
+            // NaN != NaN, so compare the encodings.
+            assert_eq!(back.to_raw(), raw, "{:?}", data.datatype());
+        }
+    }
+
+    #[test]
+    fn raw_size_mismatch_names_the_sizes() {
+        let err = TensorData::from_raw(DataType::Fp32, &[0u8; 7], 2).unwrap_err();
+        assert_eq!(
+            err,
+            TensorError::RawSize {
+                datatype: DataType::Fp32,
+                elements: 2,
+                expected: 8,
+                got: 7
+            }
+        );
+        assert!(err.to_string().contains("needs 8 bytes but 7"));
+    }
+
+    #[test]
+    fn bytes_framing_errors() {
+        assert!(matches!(
+            TensorData::from_raw(DataType::Bytes, &[5, 0, 0, 0, b'a'], 1),
+            Err(TensorError::BytesFraming(_))
+        ));
+        assert!(matches!(
+            TensorData::from_raw(DataType::Bytes, &[1, 0], 1),
+            Err(TensorError::BytesFraming(_))
+        ));
+        let two = TensorData::Bytes(vec![b"a".to_vec(), b"b".to_vec()]).to_raw();
+        assert!(TensorData::from_raw(DataType::Bytes, &two, 3).is_err());
+    }
+
+    #[test]
+    fn json_nested_and_flat_agree() {
+        let flat = TensorData::from_json(DataType::Fp32, &json!([1, 2.5, 3, 4])).unwrap();
+        let nested = TensorData::from_json(DataType::Fp32, &json!([[1, 2.5], [3, 4]])).unwrap();
+        assert_eq!(flat, nested);
+        assert_eq!(flat, TensorData::Fp32(vec![1.0, 2.5, 3.0, 4.0]));
+    }
+
+    #[test]
+    fn json_rejects_out_of_range_and_wrong_kind() {
+        let err = TensorData::from_json(DataType::Uint8, &json!([1, 256])).unwrap_err();
+        assert!(
+            matches!(err, TensorError::JsonElement { index: 1, .. }),
+            "{err}"
+        );
+        let err = TensorData::from_json(DataType::Int32, &json!([1.5])).unwrap_err();
+        assert!(matches!(err, TensorError::JsonElement { index: 0, .. }));
+        let err = TensorData::from_json(DataType::Bool, &json!([1])).unwrap_err();
+        assert!(err.to_string().contains("not a valid BOOL"), "{err}");
+        let err = TensorData::from_json(DataType::Fp32, &json!(["x"])).unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
+    }
+
+    #[test]
+    fn json_encoding() {
+        assert_eq!(
+            TensorData::Fp32(vec![0.1, f32::INFINITY]).to_json(),
+            json!([0.1, null])
+        );
+        assert_eq!(
+            TensorData::Bytes(vec![b"hi".to_vec()]).to_json(),
+            json!(["hi"])
+        );
+        assert_eq!(TensorData::Int64(vec![-3]).to_json(), json!([-3]));
+        assert_eq!(
+            TensorData::Fp16(vec![f16::from_f32(0.5)]).to_json(),
+            json!([0.5])
+        );
+    }
+
+    #[test]
+    fn element_count_refuses_negative() {
+        assert_eq!(element_count(&[2, 3]).unwrap(), 6);
+        assert_eq!(element_count(&[]).unwrap(), 1);
+        assert!(element_count(&[2, -1]).is_err());
+    }
+}
