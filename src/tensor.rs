@@ -126,7 +126,7 @@ pub enum TensorError {
     #[error("malformed BYTES raw data: {0}")]
     BytesFraming(String),
     #[error("element {index} is {got}, which is not a valid {datatype} value")]
-    JsonElement {
+    BadElement {
         index: usize,
         datatype: DataType,
         got: String,
@@ -336,7 +336,7 @@ impl TensorData {
     pub fn from_json(datatype: DataType, value: &Value) -> Result<TensorData, TensorError> {
         let mut leaves = Vec::new();
         flatten(value, &mut leaves);
-        let bad = |index: usize, v: &Value| TensorError::JsonElement {
+        let bad = |index: usize, v: &Value| TensorError::BadElement {
             index,
             datatype,
             got: truncate(v.to_string()),
@@ -566,11 +566,11 @@ mod tests {
     fn json_rejects_out_of_range_and_wrong_kind() {
         let err = TensorData::from_json(DataType::Uint8, &json!([1, 256])).unwrap_err();
         assert!(
-            matches!(err, TensorError::JsonElement { index: 1, .. }),
+            matches!(err, TensorError::BadElement { index: 1, .. }),
             "{err}"
         );
         let err = TensorData::from_json(DataType::Int32, &json!([1.5])).unwrap_err();
-        assert!(matches!(err, TensorError::JsonElement { index: 0, .. }));
+        assert!(matches!(err, TensorError::BadElement { index: 0, .. }));
         let err = TensorData::from_json(DataType::Bool, &json!([1])).unwrap_err();
         assert!(err.to_string().contains("not a valid BOOL"), "{err}");
         let err = TensorData::from_json(DataType::Fp32, &json!(["x"])).unwrap_err();

@@ -320,7 +320,7 @@ fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
             None => {
                 let contents = input.contents;
                 decode_input(&input.name, &input.datatype, input.shape, |dt, _| {
-                    from_contents(dt, contents.ok_or(TensorError::Missing)?)
+                    from_contents(dt, contents)
                 })?
             }
         };
@@ -339,7 +339,10 @@ fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
 
 /// Typed contents -> buffer: the field must be the one for the datatype,
 /// and narrow integer types are range-checked.
-fn from_contents(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData, TensorError> {
+fn from_contents(
+    dt: DataType,
+    c: Option<pb::InferTensorContents>,
+) -> Result<TensorData, TensorError> {
     fn narrow<S: Copy + ToString, T: TryFrom<S>>(
         dt: DataType,
         v: Vec<S>,
@@ -347,7 +350,7 @@ fn from_contents(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData,
         v.into_iter()
             .enumerate()
             .map(|(index, x)| {
-                T::try_from(x).map_err(|_| TensorError::JsonElement {
+                T::try_from(x).map_err(|_| TensorError::BadElement {
                     index,
                     datatype: dt,
                     got: x.to_string(),
@@ -355,6 +358,11 @@ fn from_contents(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData,
             })
             .collect()
     }
+    if dt == DataType::Fp16 {
+        // FP16 has no typed field: the spec requires raw_input_contents.
+        return Err(TensorError::RawOnly(dt));
+    }
+    let c = c.ok_or(TensorError::Missing)?;
     // Data in a field other than the datatype's is a client bug worth naming.
     let filled = [
         ("bool_contents", !c.bool_contents.is_empty()),
@@ -396,8 +404,7 @@ fn from_contents(dt: DataType, c: pb::InferTensorContents) -> Result<TensorData,
         DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
         DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
         DataType::Bytes => TensorData::Bytes(c.bytes_contents),
-        // FP16 has no typed field: the spec requires raw_input_contents.
-        DataType::Fp16 => return Err(TensorError::RawOnly(dt)),
+        DataType::Fp16 => unreachable!("refused above"),
     })
 }
 
@@ -420,4 +427,59 @@ fn to_contents(data: TensorData) -> pb::InferTensorContents {
         TensorData::Fp16(v) => c.fp32_contents = v.into_iter().map(f32::from).collect(),
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_contents_round_trip_every_typed_datatype() {
+        let samples = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::Uint8(vec![0, 255]),
+            TensorData::Uint16(vec![1, 65535]),
+            TensorData::Uint32(vec![2, u32::MAX]),
+            TensorData::Uint64(vec![3, u64::MAX]),
+            TensorData::Int8(vec![-128, 127]),
+            TensorData::Int16(vec![i16::MIN, i16::MAX]),
+            TensorData::Int32(vec![i32::MIN, i32::MAX]),
+            TensorData::Int64(vec![i64::MIN, i64::MAX]),
+            TensorData::Fp32(vec![0.1, f32::MAX]),
+            TensorData::Fp64(vec![-0.1, f64::MIN_POSITIVE]),
+            TensorData::Bytes(vec![b"".to_vec(), vec![0xff, 0]]),
+        ];
+        for data in samples {
+            let dt = data.datatype();
+            let back = from_contents(dt, Some(to_contents(data.clone()))).unwrap();
+            assert_eq!(back, data, "{dt}");
+        }
+    }
+
+    #[test]
+    fn narrow_types_are_range_checked() {
+        let c = pb::InferTensorContents {
+            int_contents: vec![1, 128],
+            ..Default::default()
+        };
+        let err = from_contents(DataType::Int8, Some(c)).unwrap_err();
+        assert!(err.to_string().contains("element 1 is 128"), "{err}");
+        let c = pb::InferTensorContents {
+            uint_contents: vec![70000],
+            ..Default::default()
+        };
+        assert!(from_contents(DataType::Uint16, Some(c)).is_err());
+    }
+
+    #[test]
+    fn fp16_and_missing_contents_are_refused() {
+        assert_eq!(
+            from_contents(DataType::Fp16, None),
+            Err(TensorError::RawOnly(DataType::Fp16))
+        );
+        assert_eq!(
+            from_contents(DataType::Fp32, None),
+            Err(TensorError::Missing)
+        );
+    }
 }

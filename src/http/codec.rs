@@ -40,6 +40,7 @@ struct OutputJson {
 }
 
 /// A decoded request plus how each output is to be sent back.
+#[derive(Debug)]
 pub struct DecodedRequest {
     pub request: InferRequest,
     /// Per requested output (same order as `request.outputs`): binary or JSON.
