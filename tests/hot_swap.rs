@@ -28,7 +28,13 @@ async fn versions_swap_under_load_without_a_failed_request() {
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
-        let (s, d, stop, log, failures) = (s.clone(), d.clone(), stop.clone(), log.clone(), failures.clone());
+        let (s, d, stop, log, failures) = (
+            s.clone(),
+            d.clone(),
+            stop.clone(),
+            log.clone(),
+            failures.clone(),
+        );
         clients.push(tokio::spawn(async move {
             let mut i = c;
             while !stop.load(Ordering::Relaxed) {
@@ -70,7 +76,10 @@ async fn versions_swap_under_load_without_a_failed_request() {
     s.wait_for("answers from v1", tail_is(200, "1")).await;
 
     // Add v2 atomically (a rename), as a deployment tool would.
-    copy_dir(&model_source("digits").join("2"), &digits.join(".incoming-2"));
+    copy_dir(
+        &model_source("digits").join("2"),
+        &digits.join(".incoming-2"),
+    );
     std::fs::rename(digits.join(".incoming-2"), digits.join("2")).unwrap();
     s.wait_for("answers from v2", tail_is(200, "2")).await;
 
@@ -81,10 +90,16 @@ async fn versions_swap_under_load_without_a_failed_request() {
 
     // A corrupt v3 is refused; v1 keeps answering.
     std::fs::create_dir_all(digits.join(".incoming-3")).unwrap();
-    std::fs::write(digits.join(".incoming-3/model.onnx"), b"\x08\x07 definitely not a protobuf graph").unwrap();
+    std::fs::write(
+        digits.join(".incoming-3/model.onnx"),
+        b"\x08\x07 definitely not a protobuf graph",
+    )
+    .unwrap();
     std::fs::rename(digits.join(".incoming-3"), digits.join("3")).unwrap();
     s.wait_for("v3 listed as UNAVAILABLE", || async {
-        s.index_row("digits", "3").await.is_some_and(|r| r["state"] == "UNAVAILABLE")
+        s.index_row("digits", "3")
+            .await
+            .is_some_and(|r| r["state"] == "UNAVAILABLE")
     })
     .await;
     let seen = log.lock().unwrap().len();
@@ -99,9 +114,17 @@ async fn versions_swap_under_load_without_a_failed_request() {
         c.await.unwrap();
     }
     let failures = failures.lock().unwrap();
-    assert!(failures.is_empty(), "{} failed requests, first: {:?}", failures.len(), failures.first());
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
     let log = log.lock().unwrap();
-    assert!(!log.iter().any(|v| v == "3"), "the corrupt version answered");
+    assert!(
+        !log.iter().any(|v| v == "3"),
+        "the corrupt version answered"
+    );
     let v2 = log.iter().filter(|v| *v == "2").count();
     assert!(v2 >= 200, "v2 answered {v2} times");
     assert_eq!(log.last().unwrap(), "1");

@@ -17,7 +17,8 @@ fn tiny_body() -> Value {
 }
 
 async fn infer_version(s: &TestServer, model: &str) -> (u16, Value) {
-    s.post(&format!("/v2/models/{model}/infer"), &tiny_body()).await
+    s.post(&format!("/v2/models/{model}/infer"), &tiny_body())
+        .await
 }
 
 /// Puts a version folder in place in one rename, as a deployment would.
@@ -32,10 +33,15 @@ fn install_version(model_dir: &Path, version: &str, files: &[(&str, Vec<u8>)]) {
 
 async fn wait_unavailable(s: &TestServer, model: &str, version: &str) -> String {
     s.wait_for(&format!("{model} v{version} UNAVAILABLE"), || async {
-        s.index_row(model, version).await.is_some_and(|r| r["state"] == "UNAVAILABLE")
+        s.index_row(model, version)
+            .await
+            .is_some_and(|r| r["state"] == "UNAVAILABLE")
     })
     .await;
-    s.index_row(model, version).await.unwrap()["reason"].as_str().unwrap().to_string()
+    s.index_row(model, version).await.unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,10 +50,26 @@ async fn broken_versions_never_replace_the_serving_one() {
     let tiny_dir = s.repo.path().join("tiny");
     let good = std::fs::read(tiny_dir.join("1/model.onnx")).unwrap();
     let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
-        ("corrupt", vec![("model.onnx", b"garbage \x00\xff bytes".to_vec())], "cannot load"),
-        ("truncated", vec![("model.onnx", good[..good.len() / 2].to_vec())], "cannot load"),
-        ("wrong file", vec![("model.onnx", b"{\"not\": \"an onnx model\"}".to_vec())], "cannot load"),
-        ("missing file", vec![("weights.bin", vec![1, 2, 3])], "no model file"),
+        (
+            "corrupt",
+            vec![("model.onnx", b"garbage \x00\xff bytes".to_vec())],
+            "cannot load",
+        ),
+        (
+            "truncated",
+            vec![("model.onnx", good[..good.len() / 2].to_vec())],
+            "cannot load",
+        ),
+        (
+            "wrong file",
+            vec![("model.onnx", b"{\"not\": \"an onnx model\"}".to_vec())],
+            "cannot load",
+        ),
+        (
+            "missing file",
+            vec![("weights.bin", vec![1, 2, 3])],
+            "no model file",
+        ),
     ];
     for (i, (what, files, needle)) in cases.into_iter().enumerate() {
         let version = (i + 2).to_string();
@@ -57,7 +79,12 @@ async fn broken_versions_never_replace_the_serving_one() {
         let (status, r) = infer_version(&s, "tiny").await;
         assert_eq!(status, 200, "{what}: {r}");
         assert_eq!(r["model_version"], "1", "{what}");
-        let (status, r) = s.post(&format!("/v2/models/tiny/versions/{version}/infer"), &tiny_body()).await;
+        let (status, r) = s
+            .post(
+                &format!("/v2/models/tiny/versions/{version}/infer"),
+                &tiny_body(),
+            )
+            .await;
         assert_eq!(status, 503, "{what}: {r}");
         assert!(r["error"].as_str().unwrap().contains("not ready"), "{r}");
         std::fs::remove_dir_all(tiny_dir.join(&version)).unwrap();
@@ -70,18 +97,32 @@ async fn broken_versions_never_replace_the_serving_one() {
     // A broken file replacing a serving version in place: the loaded copy
     // keeps serving, and the index says why the update did not take.
     std::fs::write(tiny_dir.join("1/model.onnx.new"), b"not a model").unwrap();
-    std::fs::rename(tiny_dir.join("1/model.onnx.new"), tiny_dir.join("1/model.onnx")).unwrap();
+    std::fs::rename(
+        tiny_dir.join("1/model.onnx.new"),
+        tiny_dir.join("1/model.onnx"),
+    )
+    .unwrap();
     s.wait_for("failed reload reported", || async {
-        s.index_row("tiny", "1").await.is_some_and(|r| r["reason"].as_str().is_some_and(|x| x.contains("cannot load")))
+        s.index_row("tiny", "1").await.is_some_and(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("cannot load"))
+        })
     })
     .await;
     assert_eq!(s.index_row("tiny", "1").await.unwrap()["state"], "READY");
     assert_eq!(infer_version(&s, "tiny").await.0, 200);
     // Fixed in place: reloaded, and the reason clears.
     std::fs::write(tiny_dir.join("1/model.onnx.new"), &good).unwrap();
-    std::fs::rename(tiny_dir.join("1/model.onnx.new"), tiny_dir.join("1/model.onnx")).unwrap();
+    std::fs::rename(
+        tiny_dir.join("1/model.onnx.new"),
+        tiny_dir.join("1/model.onnx"),
+    )
+    .unwrap();
     s.wait_for("reload after the fix", || async {
-        s.index_row("tiny", "1").await.is_some_and(|r| r.get("reason").is_none())
+        s.index_row("tiny", "1")
+            .await
+            .is_some_and(|r| r.get("reason").is_none())
     })
     .await;
     assert_eq!(infer_version(&s, "tiny").await.0, 200);
@@ -92,10 +133,20 @@ async fn broken_versions_never_replace_the_serving_one() {
 async fn models_come_and_go_with_their_folders() {
     let s = TestServer::start(repo_with(&["tiny"]), POLL).await;
     copy_dir(&model_source("digits"), &s.repo.path().join(".incoming"));
-    std::fs::rename(s.repo.path().join(".incoming"), s.repo.path().join("digits")).unwrap();
-    s.wait_for("digits loaded", || async { s.get("/v2/models/digits/ready").await.0 == 200 }).await;
+    std::fs::rename(
+        s.repo.path().join(".incoming"),
+        s.repo.path().join("digits"),
+    )
+    .unwrap();
+    s.wait_for("digits loaded", || async {
+        s.get("/v2/models/digits/ready").await.0 == 200
+    })
+    .await;
     std::fs::remove_dir_all(s.repo.path().join("digits")).unwrap();
-    s.wait_for("digits unloaded", || async { s.get("/v2/models/digits/ready").await.0 == 404 }).await;
+    s.wait_for("digits unloaded", || async {
+        s.get("/v2/models/digits/ready").await.0 == 404
+    })
+    .await;
     assert!(s.index().await.iter().all(|r| r["name"] != "digits"));
     s.stop().await;
 }
@@ -128,7 +179,12 @@ async fn version_policies() {
     assert_eq!(ready("latest2").await, json!(["2", "3"]));
     assert_eq!(ready("pick").await, json!(["1", "3"]));
     assert_eq!(ready("default").await, json!(["3"]));
-    assert_eq!(s.post("/v2/models/pick/versions/2/infer", &tiny_body()).await.0, 404);
+    assert_eq!(
+        s.post("/v2/models/pick/versions/2/infer", &tiny_body())
+            .await
+            .0,
+        404
+    );
     assert_eq!(infer_version(&s, "pick").await.1["model_version"], "3");
     s.stop().await;
 }
@@ -137,56 +193,94 @@ async fn version_policies() {
 async fn latest_policy_skips_a_newest_version_that_fails() {
     let repo = repo_with(&["tiny"]);
     copy_dir(&model_source("tiny").join("1"), &repo.path().join("tiny/2"));
-    install_version(&repo.path().join("tiny"), "3", &[("model.onnx", b"broken".to_vec())]);
+    install_version(
+        &repo.path().join("tiny"),
+        "3",
+        &[("model.onnx", b"broken".to_vec())],
+    );
     let s = TestServer::start(repo, None).await;
     // latest(1): v3 fails, so v2 is the one version served; v1 is not loaded.
     let (_, m) = s.get("/v2/models/tiny").await;
     assert_eq!(m["versions"], json!(["2"]));
-    assert_eq!(s.index_row("tiny", "3").await.unwrap()["state"], "UNAVAILABLE");
+    assert_eq!(
+        s.index_row("tiny", "3").await.unwrap()["state"],
+        "UNAVAILABLE"
+    );
     s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_load_and_unload() {
     let s = TestServer::start(repo_with(&["tiny"]), POLL).await;
-    let (status, _) = s.post("/v2/repository/models/tiny/unload", &json!({})).await;
+    let (status, _) = s
+        .post("/v2/repository/models/tiny/unload", &json!({}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(s.get("/v2/models/tiny/ready").await.0, 503);
     let (status, r) = infer_version(&s, "tiny").await;
     assert_eq!(status, 503, "{r}");
     // Polling does not bring an unloaded model back.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.index_row("tiny", "1").await.unwrap()["state"], "UNAVAILABLE");
+    assert_eq!(
+        s.index_row("tiny", "1").await.unwrap()["state"],
+        "UNAVAILABLE"
+    );
     let (status, _) = s.post("/v2/repository/models/tiny/load", &json!({})).await;
     assert_eq!(status, 200);
     assert_eq!(infer_version(&s, "tiny").await.0, 200);
 
-    let (status, r) = s.post("/v2/repository/models/absent/load", &json!({})).await;
+    let (status, r) = s
+        .post("/v2/repository/models/absent/load", &json!({}))
+        .await;
     assert_eq!(status, 404, "{r}");
-    let (status, r) = s.post("/v2/repository/models/absent/unload", &json!({})).await;
+    let (status, r) = s
+        .post("/v2/repository/models/absent/unload", &json!({}))
+        .await;
     assert_eq!(status, 404, "{r}");
-    let (status, r) = s.post("/v2/repository/models/.hidden/load", &json!({})).await;
+    let (status, r) = s
+        .post("/v2/repository/models/.hidden/load", &json!({}))
+        .await;
     assert_eq!(status, 400, "{r}");
 
     // A model whose only version is broken: load answers 400 with the reason.
-    install_version(&s.repo.path().join("broken"), "1", &[("model.onnx", b"nope".to_vec())]);
-    let (status, r) = s.post("/v2/repository/models/broken/load", &json!({})).await;
+    install_version(
+        &s.repo.path().join("broken"),
+        "1",
+        &[("model.onnx", b"nope".to_vec())],
+    );
+    let (status, r) = s
+        .post("/v2/repository/models/broken/load", &json!({}))
+        .await;
     assert_eq!(status, 400, "{r}");
     assert!(r["error"].as_str().unwrap().contains("version 1"), "{r}");
 
-    let (status, idx) = s.post("/v2/repository/index", &json!({ "ready": true })).await;
+    let (status, idx) = s
+        .post("/v2/repository/index", &json!({ "ready": true }))
+        .await;
     assert_eq!(status, 200);
-    assert!(idx.as_array().unwrap().iter().all(|r| r["state"] == "READY"));
+    assert!(idx
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["state"] == "READY"));
     s.stop().await;
 }
 
 #[tokio::test]
 async fn explicit_mode_picks_up_new_versions_only_on_load() {
     let s = TestServer::start(repo_with(&["tiny"]), None).await;
-    copy_dir(&model_source("tiny").join("1"), &s.repo.path().join("tiny/2"));
+    copy_dir(
+        &model_source("tiny").join("1"),
+        &s.repo.path().join("tiny/2"),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(infer_version(&s, "tiny").await.1["model_version"], "1");
-    assert_eq!(s.post("/v2/repository/models/tiny/load", &json!({})).await.0, 200);
+    assert_eq!(
+        s.post("/v2/repository/models/tiny/load", &json!({}))
+            .await
+            .0,
+        200
+    );
     assert_eq!(infer_version(&s, "tiny").await.1["model_version"], "2");
     s.stop().await;
 }
@@ -201,7 +295,9 @@ async fn nothing_outside_the_repository_is_loaded() {
     let (status, _) = infer_version(&s, "escape").await;
     assert_ne!(status, 200);
     assert!(s.index().await.iter().all(|r| r["state"] != "READY"));
-    let (status, r) = s.post("/v2/repository/models/escape/load", &json!({})).await;
+    let (status, r) = s
+        .post("/v2/repository/models/escape/load", &json!({}))
+        .await;
     assert_eq!(status, 400, "{r}");
     s.stop().await;
 }
@@ -209,12 +305,19 @@ async fn nothing_outside_the_repository_is_loaded() {
 #[tokio::test]
 async fn a_bad_config_is_reported_not_served() {
     let repo = repo_with(&["tiny"]);
-    std::fs::write(repo.path().join("tiny/config.toml"), "version_polcy = \"all\"").unwrap();
+    std::fs::write(
+        repo.path().join("tiny/config.toml"),
+        "version_polcy = \"all\"",
+    )
+    .unwrap();
     let s = TestServer::start(repo, None).await;
     let rows = s.index().await;
     let row = rows.iter().find(|r| r["name"] == "tiny").unwrap();
     assert_eq!(row["state"], "UNAVAILABLE");
-    assert!(row["reason"].as_str().unwrap().contains("version_polcy"), "{row}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("version_polcy"),
+        "{row}"
+    );
     assert_eq!(infer_version(&s, "tiny").await.0, 503);
     s.stop().await;
 }

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -611,3 +612,117 @@ def test_statistics_all_models_http(http_client):
     stats = http_client.get_inference_statistics()
     names = {(m["name"], m["version"]) for m in stats["model_stats"]}
     assert {("digits", "1"), ("digits", "2"), ("tiny", "1"), ("types", "1")} <= names
+
+
+# ---------------------------------------------------------------- client features
+
+
+def _tiny_inputs(mod, x):
+    inp = mod.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return [inp]
+
+
+def test_http_async_infer_concurrent(server):
+    """tritonclient.http async_infer over a pool of 4 connections: every
+    answer belongs to its own request."""
+    client = httpclient.InferenceServerClient(url=server.http_url, concurrency=4)
+    try:
+        rng = np.random.default_rng(99)
+        xs = [rng.random((i % 5 + 1, 16), dtype=np.float32) for i in range(24)]
+        pending = [client.async_infer("tiny", _tiny_inputs(httpclient, x), request_id=str(i))
+                   for i, x in enumerate(xs)]
+        for i, (x, p) in enumerate(zip(xs, pending)):
+            result = p.get_result()
+            assert result.get_response()["id"] == str(i)
+            np.testing.assert_allclose(result.as_numpy("output"), x * 2 + 1, rtol=1e-6)
+    finally:
+        client.close()
+
+
+def test_grpc_async_infer_concurrent(grpc_client):
+    import queue
+
+    done: queue.Queue = queue.Queue()
+    rng = np.random.default_rng(98)
+    xs = [rng.random((i % 5 + 1, 16), dtype=np.float32) for i in range(24)]
+    for i, x in enumerate(xs):
+        grpc_client.async_infer("tiny", _tiny_inputs(grpcclient, x),
+                                callback=lambda result, error: done.put((result, error)),
+                                request_id=str(i))
+    seen = set()
+    for _ in xs:
+        result, error = done.get(timeout=30)
+        assert error is None, error
+        i = int(result.get_response().id)
+        seen.add(i)
+        np.testing.assert_allclose(result.as_numpy("output"), xs[i] * 2 + 1, rtol=1e-6)
+    assert seen == set(range(len(xs)))
+
+
+def test_asyncio_clients(server, digits_batch):
+    """The asyncio flavours, tritonclient.http.aio and tritonclient.grpc.aio."""
+    import asyncio
+
+    import tritonclient.grpc.aio as grpcaio
+    import tritonclient.http.aio as httpaio
+
+    x, expected = digits_batch
+
+    async def run():
+        h = httpaio.InferenceServerClient(url=server.http_url)
+        g = grpcaio.InferenceServerClient(url=server.grpc_url)
+        try:
+            assert await h.is_server_ready() and await g.is_server_ready()
+            assert (await h.get_model_metadata("digits"))["versions"] == ["1", "2"]
+            hi = httpaio.InferInput("input", list(x.shape), "FP32")
+            hi.set_data_from_numpy(x)
+            gi = grpcaio.InferInput("input", list(x.shape), "FP32")
+            gi.set_data_from_numpy(x)
+            return (await h.infer("digits", [hi], model_version="1"),
+                    await g.infer("digits", [gi], model_version="2"))
+        finally:
+            await h.close()
+            await g.close()
+
+    via_http, via_grpc = asyncio.run(run())
+    np.testing.assert_array_equal(via_http.as_numpy("label"), expected["1"]["labels"])
+    np.testing.assert_array_equal(via_grpc.as_numpy("label"), expected["2"]["labels"])
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_http_response_compression_request(http_client, algorithm):
+    """Asking for a compressed answer works (compressing it is optional)."""
+    x = np.ones((2, 16), dtype=np.float32)
+    result = http_client.infer("tiny", _tiny_inputs(httpclient, x),
+                               response_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("output"), np.full((2, 16), 3, np.float32))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FINDING: a compressed request body (tritonclient.http "
+    "request_compression_algorithm='gzip'/'deflate', i.e. Content-Encoding: gzip/deflate) "
+    "is parsed as if uncompressed: 400 \"bad request: invalid inference request JSON: "
+    "expected value at line 1 column 1\"; Triton decompresses it. At least a 415 naming "
+    "Content-Encoding would be expected",
+)
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_http_request_compression(http_client, algorithm):
+    x = np.ones((2, 16), dtype=np.float32)
+    result = http_client.infer("tiny", _tiny_inputs(httpclient, x),
+                               request_compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("output"), np.full((2, 16), 3, np.float32))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FINDING (compatibility gap): gRPC message compression (tritonclient.grpc "
+    "infer(compression_algorithm='gzip'/'deflate')) is refused with UNIMPLEMENTED "
+    "\"Content is compressed with `gzip` which isn't supported\"; Triton accepts it",
+)
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_grpc_compression(grpc_client, algorithm):
+    x = np.ones((2, 16), dtype=np.float32)
+    result = grpc_client.infer("tiny", _tiny_inputs(grpcclient, x), compression_algorithm=algorithm)
+    np.testing.assert_array_equal(result.as_numpy("output"), np.full((2, 16), 3, np.float32))

@@ -1,0 +1,178 @@
+//! The `infergate` binary itself: start-up errors, --help, and a SIGTERM
+//! that lets in-flight requests finish.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn infergate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_infergate"));
+    c.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn a_missing_onnxruntime_library_is_a_clear_start_up_error() {
+    let out = infergate()
+        .args([
+            "serve",
+            "--model-repository",
+            "models",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("make setup"), "{stderr}");
+}
+
+#[test]
+fn a_missing_repository_is_a_clear_start_up_error() {
+    let out = infergate()
+        .args([
+            "serve",
+            "--model-repository",
+            "/nonexistent/repo",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .env("ORT_DYLIB_PATH", ort_lib())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/repo"));
+}
+
+#[test]
+fn help_explains_the_flags() {
+    let out = infergate().args(["serve", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--model-repository",
+        "--http-port",
+        "--grpc-port",
+        "--metrics-port",
+        "--poll-interval",
+        "ORT_DYLIB_PATH",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    let repo = repo_with(&["digits"]);
+    let mut child = infergate()
+        .args([
+            "serve",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--model-repository",
+        ])
+        .arg(repo.path())
+        .env("ORT_DYLIB_PATH", ort_lib())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The log line `infergate listening http=127.0.0.1:PORT ...` tells the port.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut http = None;
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("http=").nth(1) {
+            http = Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        let ready = line.contains(" ready");
+        log.push(line);
+        if ready {
+            break;
+        }
+    }
+    let http = http.unwrap_or_else(|| panic!("no listening line in {log:?}"));
+    let log_rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+
+    // Requests whose bodies are half sent when the signal comes: they
+    // started before SIGTERM and can only finish after it.
+    let d = Digits::load();
+    let rows: Vec<Vec<f32>> = (0..200)
+        .map(|i| d.features[i % d.features.len()].clone())
+        .collect();
+    let body = serde_json::to_vec(&json!({
+        "inputs": [{ "name": "input", "shape": [rows.len(), 64], "datatype": "FP32", "data": rows }]
+    }))
+    .unwrap();
+    let (first, second) = body.split_at(body.len() / 2);
+    let client = reqwest::Client::new();
+    let url = format!("http://{http}/v2/models/digits/infer");
+    let mut senders = Vec::new();
+    let mut requests = Vec::new();
+    for _ in 0..4 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+        tx.send(Ok(first.to_vec())).await.unwrap();
+        senders.push(tx);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(stream));
+        requests.push(tokio::spawn(async move {
+            request.send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for tx in senders {
+        tx.send(Ok(second.to_vec())).await.unwrap();
+    }
+    for r in requests {
+        assert_eq!(
+            r.await.unwrap().unwrap(),
+            200,
+            "an in-flight request was dropped"
+        );
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let rest = log_rest.join().unwrap();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    // Stopped means stopped: nothing listens any more.
+    assert!(client
+        .get(format!("http://{http}/v2/health/live"))
+        .send()
+        .await
+        .is_err());
+}
