@@ -67,7 +67,7 @@ async fn versions_swap_under_load_without_a_failed_request() {
         move || {
             let log = log.clone();
             async move {
-                let log = log.lock().unwrap();
+                let log = std::mem::take(&mut *log.lock().unwrap());
                 log.len() >= n && log[log.len() - n..].iter().all(|v| v == version)
             }
         }
@@ -113,14 +113,14 @@ async fn versions_swap_under_load_without_a_failed_request() {
     for c in clients {
         c.await.unwrap();
     }
-    let failures = failures.lock().unwrap();
+    let failures = std::mem::take(&mut *failures.lock().unwrap());
     assert!(
         failures.is_empty(),
         "{} failed requests, first: {:?}",
         failures.len(),
         failures.first()
     );
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     assert!(
         !log.iter().any(|v| v == "3"),
         "the corrupt version answered"

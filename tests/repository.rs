@@ -49,7 +49,8 @@ async fn broken_versions_never_replace_the_serving_one() {
     let s = TestServer::start(repo_with(&["tiny"]), POLL).await;
     let tiny_dir = s.repo.path().join("tiny");
     let good = std::fs::read(tiny_dir.join("1/model.onnx")).unwrap();
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str)> = vec![
+    type Files = Vec<(&'static str, Vec<u8>)>;
+    let cases: Vec<(&str, Files, &str)> = vec![
         (
             "corrupt",
             vec![("model.onnx", b"garbage \x00\xff bytes".to_vec())],

@@ -8,7 +8,7 @@ the real repository.
 Environment:
     INFERGATE_BIN          server binary (default: target/debug/infergate)
     ORT_DYLIB_PATH         ONNX Runtime library (default: .ort/libonnxruntime.so.1.31.1)
-    INFERGATE_READY_TIMEOUT  seconds to wait for /v2/health/ready (default 60)
+    INFERGATE_READY_TIMEOUT  seconds to wait for /v2/health/ready (default 30)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ORT_DEFAULT = REPO_ROOT / ".ort" / "libonnxruntime.so.1.31.1"
 
 # The binary may be rebuilt (and briefly absent) while another build runs.
 BINARY_WAIT_S = 180
-READY_TIMEOUT_S = float(os.environ.get("INFERGATE_READY_TIMEOUT", "60"))
+READY_TIMEOUT_S = float(os.environ.get("INFERGATE_READY_TIMEOUT", "30"))
 STOP_TIMEOUT_S = 10
 
 
@@ -106,15 +106,20 @@ def _http_status(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen) -> str | None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S. Returns what went wrong, if anything."""
     if process.poll() is not None:
-        return
+        return f"the server had already exited with status {process.returncode}"
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+        return f"the server ignored SIGTERM for {STOP_TIMEOUT_S}s and was killed"
+    if process.returncode != 0:
+        return f"the server exited with status {process.returncode} on SIGTERM"
+    return None
 
 
 def _start(binary: Path, repository: Path, log_path: Path) -> Server:
@@ -181,7 +186,9 @@ def server(tmp_path_factory) -> Server:
 
     yield srv
 
-    _stop(srv.process)
+    problem = _stop(srv.process)
+    if problem:
+        pytest.fail(f"{problem}; output:\n{srv.log()[-5000:]}")
 
 
 def _close(client) -> None:
@@ -207,6 +214,18 @@ def grpc_client(server):
     client = grpcclient.InferenceServerClient(url=server.grpc_url)
     yield client
     _close(client)
+
+
+@pytest.fixture(scope="session")
+def grpc_stub(server):
+    """The bare GRPCInferenceService stub (tritonclient's generated code), for
+    requests tritonclient cannot build, such as typed contents."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    channel = grpc.insecure_channel(server.grpc_url)
+    yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    channel.close()
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def restore_tiny(http_client):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_unload_then_load(request, protocol, restore_tiny, http_client, grpc_client):
+def test_unload_then_load(request, protocol, restore_tiny, server, http_client, grpc_client):
     client = client_for(request, protocol)
     _tiny_works(request, HTTP_BINARY)
 
@@ -76,7 +76,7 @@ def test_unload_then_load(request, protocol, restore_tiny, http_client, grpc_cli
     assert http_client.is_model_ready("tiny", "1") is False
     assert grpc_client.is_model_ready("tiny") is False
     assert grpc_client.is_model_ready("tiny", "1") is False
-    status, _, _ = http_call(http_client_base(request), "GET", "/v2/models/tiny/ready")
+    status, _, _ = http_call(server.base, "GET", "/v2/models/tiny/ready")
     assert status == 503
 
     # Still listed, as unavailable.
@@ -125,6 +125,3 @@ def test_load_and_unload_unknown_model(request, protocol):
     raises_server_error(lambda: client.unload_model("no_such_model"),
                         protocol, "not_found", "no_such_model")
 
-
-def http_client_base(request) -> str:
-    return request.getfixturevalue("server").base

@@ -350,14 +350,14 @@ def test_tiny_empty_batch(request, mode):
 # ---------------------------------------------------------------- gRPC typed contents
 
 
-def test_grpc_typed_contents(grpc_client, digits_batch):
+def test_grpc_typed_contents(grpc_stub, digits_batch):
     """ModelInfer with typed contents (fp32_contents) instead of raw_input_contents:
     the answer comes back in typed contents too."""
     x, expected = digits_batch
     req = service_pb2.ModelInferRequest(model_name="digits", model_version="1", id="typed")
     tensor = req.inputs.add(name="input", datatype="FP32", shape=[3, 64])
     tensor.contents.fp32_contents.extend(x[:3].ravel().tolist())
-    resp = grpc_client._client_stub.ModelInfer(req, timeout=30)
+    resp = grpc_stub.ModelInfer(req, timeout=30)
     assert resp.model_version == "1" and resp.id == "typed"
     assert len(resp.raw_output_contents) == 0
     outputs = {o.name: o for o in resp.outputs}
@@ -368,12 +368,12 @@ def test_grpc_typed_contents(grpc_client, digits_batch):
         expected["1"]["probabilities"][:3], rtol=0, atol=1e-5)
 
 
-def test_grpc_typed_contents_wrong_field(grpc_client):
+def test_grpc_typed_contents_wrong_field(grpc_stub):
     req = service_pb2.ModelInferRequest(model_name="tiny")
     tensor = req.inputs.add(name="input", datatype="FP32", shape=[1, 16])
     tensor.contents.fp64_contents.extend([1.0] * 16)
     with pytest.raises(Exception) as info:
-        grpc_client._client_stub.ModelInfer(req, timeout=30)
+        grpc_stub.ModelInfer(req, timeout=30)
     err = info.value
     assert str(err.code()) == "StatusCode.INVALID_ARGUMENT"
     assert "'input'" in err.details() and "fp64_contents" in err.details()

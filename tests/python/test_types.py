@@ -149,7 +149,7 @@ def test_missing_input_is_named(request, mode):
                         proto, "invalid", "'in_fp16'", "types")
 
 
-def test_grpc_fp16_typed_contents_refused(grpc_client):
+def test_grpc_fp16_typed_contents_refused(grpc_stub):
     """FP16 has no typed contents field: the spec wants raw_input_contents."""
     req = service_pb2.ModelInferRequest(model_name="types")
     for suffix, a in _arrays(False).items():
@@ -161,7 +161,7 @@ def test_grpc_fp16_typed_contents_refused(grpc_client):
             t.contents.fp32_contents.extend(flat)  # no FP16 field; this is the wrong one
         # the rest stay empty: the server must stop at in_fp16 or before
     with pytest.raises(Exception) as info:
-        grpc_client._client_stub.ModelInfer(req, timeout=30)
+        grpc_stub.ModelInfer(req, timeout=30)
     assert str(info.value.code()) == "StatusCode.INVALID_ARGUMENT"
 
 

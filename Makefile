@@ -1,0 +1,43 @@
+# The two commands of the README's quickstart:
+#   make serve   set up, build, and serve models/ on 8000 (HTTP), 8001 (gRPC), 8002 (metrics)
+#   make test    set up (ONNX Runtime library, Python test clients) and run every test
+# Everything they need is installed by scripts/setup.sh; nothing by hand.
+
+ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
+export ORT_DYLIB_PATH
+SERVE_ARGS ?= --model-repository models
+
+.PHONY: setup setup-test build serve test test-rust test-python lint models
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+build: setup
+	cargo build --release --locked
+
+serve: build
+	./target/release/infergate serve $(SERVE_ARGS)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+test-rust: setup
+	cargo test --locked --workspace
+
+# The compatibility suite drives the debug binary that test-rust built.
+test-python: setup-test
+	cargo build --locked --bin infergate
+	.venv/bin/python -m pytest tests/python -q
+
+test: setup-test lint test-rust test-python
+
+# Regenerates models/ and the test fixtures (needs scikit-learn and onnx;
+# the generated files are committed, so serving and testing never do).
+models:
+	python3 -m venv .venv-models
+	.venv-models/bin/pip install --quiet -r scripts/requirements-models.txt
+	.venv-models/bin/python scripts/make_models.py --check
