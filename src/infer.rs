@@ -76,6 +76,44 @@ impl Core {
         self.repository.registry.resolve(model, version)
     }
 
+    /// Ready versions of a model, ascending, as the protocol spells them.
+    pub fn ready_versions(&self, model: &str) -> Vec<String> {
+        let table = self.repository.registry.snapshot();
+        table
+            .models
+            .get(model)
+            .map(|e| e.ready_versions().map(|v| v.version.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// What a statistics request covers: one version, every ready version
+    /// of a model, or (no model) of every model.
+    pub fn statistics_scope(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<Arc<ModelVersion>>, Error> {
+        let table = self.repository.registry.snapshot();
+        match (
+            model.filter(|m| !m.is_empty()),
+            version.filter(|v| !v.is_empty()),
+        ) {
+            (None, _) => Ok(table
+                .models
+                .values()
+                .flat_map(|e| e.ready_versions().cloned())
+                .collect()),
+            (Some(m), Some(v)) => Ok(vec![self.resolve(m, Some(v))?]),
+            (Some(m), None) => Ok(table
+                .models
+                .get(m)
+                .ok_or_else(|| Error::ModelNotFound(m.to_string()))?
+                .ready_versions()
+                .cloned()
+                .collect()),
+        }
+    }
+
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {
         // One snapshot per request: the version stays alive (and keeps its
         // inference thread) until this request is answered, even if it is
@@ -112,6 +150,9 @@ impl Core {
                     capacity: model.worker.capacity(),
                 },
                 WorkerError::Stopped => Error::ShuttingDown,
+                WorkerError::Backend(crate::backend::BackendError::InvalidInput(reason)) => {
+                    Error::BadRequest(reason)
+                }
                 WorkerError::Backend(e) => Error::Inference {
                     model: model.model.clone(),
                     version: model.version,

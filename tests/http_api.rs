@@ -549,3 +549,122 @@ async fn statistics_count_rows() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn compressed_request_bodies() {
+    use std::io::Write;
+    let s = server(&["tiny"]).await;
+    let body = serde_json::to_vec(&json!({
+        "inputs": [{ "name": "input", "shape": [1, 16], "datatype": "FP32", "data": vec![2.0; 16] }]
+    }))
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(&body).unwrap();
+    for (encoding, bytes) in [
+        ("gzip", gz.finish().unwrap()),
+        ("deflate", zlib.finish().unwrap()),
+    ] {
+        let r = s
+            .client
+            .post(s.url("/v2/models/tiny/infer"))
+            .header("Content-Encoding", encoding)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{encoding}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(f32s(&v["outputs"][0]["data"]), vec![5.0; 16], "{encoding}");
+    }
+    let r = s
+        .client
+        .post(s.url("/v2/models/tiny/infer"))
+        .header("Content-Encoding", "gzip")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("decompress"));
+    let r = s
+        .client
+        .post(s.url("/v2/models/tiny/infer"))
+        .header("Content-Encoding", "br")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn statistics_of_every_model() {
+    let s = server(&["digits", "tiny"]).await;
+    let (status, st) = s.get("/v2/models/stats").await;
+    assert_eq!(status, 200);
+    let names: Vec<(String, String)> = st["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().into(),
+                m["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("digits".into(), "1".into()),
+            ("digits".into(), "2".into()),
+            ("tiny".into(), "1".into())
+        ]
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_an_onnx_string_cannot_hold_are_a_client_error() {
+    let s = server(&["types"]).await;
+    for (bad, needle) in [(vec![0xffu8, 0xfe], "UTF-8"), (b"a\0b".to_vec(), "NUL")] {
+        let mut tail = Vec::new();
+        let mut inputs = Vec::new();
+        for (suffix, dt, data) in type_cases() {
+            let datatype = infergate::tensor::DataType::parse(dt).unwrap();
+            let mut tensor = infergate::tensor::TensorData::from_json(datatype, &data).unwrap();
+            if let infergate::tensor::TensorData::Bytes(items) = &mut tensor {
+                items[1] = bad.clone();
+            }
+            let raw = tensor.to_raw();
+            inputs.push(
+                json!({ "name": format!("in_{suffix}"), "shape": [2, 2], "datatype": dt,
+                                "parameters": { "binary_data_size": raw.len() } }),
+            );
+            tail.extend_from_slice(&raw);
+        }
+        let r = post_binary(
+            &s,
+            "/v2/models/types/infer",
+            &json!({ "inputs": inputs }),
+            &tail,
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        let msg = r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("'in_bytes'") && msg.contains("element 1") && msg.contains(needle),
+            "{msg}"
+        );
+    }
+    s.stop().await;
+}

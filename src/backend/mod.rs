@@ -84,6 +84,11 @@ pub enum BackendError {
         ty: String,
     },
 
+    /// The request's data cannot be represented by this runtime (e.g. BYTES
+    /// that are not UTF-8 for an ONNX string tensor): the client's fault.
+    #[error("{0}")]
+    InvalidInput(String),
+
     #[error("{0}")]
     Run(String),
 }

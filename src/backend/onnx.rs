@@ -127,6 +127,9 @@ impl Backend for OnnxBackend {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let mut values: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for tensor in inputs {
+            if let TensorData::Bytes(items) = &tensor.data {
+                check_strings(&tensor.name, items)?;
+            }
             let value = to_value(tensor.shape, tensor.data)
                 .map_err(|e| BackendError::Run(format!("input '{}': {e}", tensor.name)))?;
             values.push((tensor.name, value));
@@ -144,6 +147,24 @@ impl Backend for OnnxBackend {
         }
         Ok(result)
     }
+}
+
+/// ONNX string tensors hold UTF-8 text, and ONNX Runtime takes each string
+/// as a C string: no NUL inside.
+fn check_strings(name: &str, items: &[Vec<u8>]) -> Result<(), BackendError> {
+    for (i, item) in items.iter().enumerate() {
+        let problem = if std::str::from_utf8(item).is_err() {
+            "is not valid UTF-8"
+        } else if item.contains(&0) {
+            "contains a NUL byte"
+        } else {
+            continue;
+        };
+        return Err(BackendError::InvalidInput(format!(
+            "input '{name}': BYTES element {i} {problem}, which an ONNX string tensor cannot hold"
+        )));
+    }
+    Ok(())
 }
 
 fn datatype_of(ty: TensorElementType) -> Option<DataType> {
@@ -182,17 +203,10 @@ fn to_value(shape: Vec<i64>, data: TensorData) -> ort::Result<DynValue> {
         TensorData::Fp32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Fp64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Bytes(v) => {
-            // ONNX string tensors hold UTF-8 text.
+            // Checked by `check_strings` before we get here.
             let strings = v
                 .into_iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    String::from_utf8(b).map_err(|_| {
-                        ort::Error::new(format!(
-                            "BYTES element {i} is not UTF-8, which ONNX string tensors require"
-                        ))
-                    })
-                })
+                .map(|b| String::from_utf8(b).map_err(|e| ort::Error::new(e.to_string())))
                 .collect::<Result<Vec<_>, _>>()?;
             OrtTensor::from_string_array((shape, strings.as_slice()))?.into_dyn()
         }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, ErrorKind};
 use crate::infer::{decode_input, InferRequest};
-use crate::repository::ModelVersion;
 use crate::tensor::{DataType, TensorData, TensorError};
 use crate::AppState;
 
@@ -38,7 +38,13 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let limit = state.max_request_bytes;
+    // Compressed messages are accepted as Triton accepts them; answers are
+    // compressed only for clients that say they take it.
     let service = GrpcInferenceServiceServer::new(Service { state })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Deflate)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
@@ -131,7 +137,7 @@ impl GrpcInferenceService for Service {
         };
         Ok(Response::new(pb::ModelMetadataResponse {
             name: m.model.clone(),
-            versions: crate::http::ready_versions(&self.state, &req.name),
+            versions: self.state.core.ready_versions(&req.name),
             platform: m.platform.into(),
             inputs: tensors(&m.signature.inputs),
             outputs: tensors(&m.signature.outputs),
@@ -191,29 +197,11 @@ impl GrpcInferenceService for Service {
         req: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let req = req.into_inner();
-        let table = self.state.core.repository.registry.snapshot();
-        let mut versions: Vec<Arc<ModelVersion>> = Vec::new();
-        if req.name.is_empty() {
-            versions.extend(
-                table
-                    .models
-                    .values()
-                    .flat_map(|e| e.ready_versions().cloned()),
-            );
-        } else if let Some(v) = version_arg(&req.version) {
-            versions.push(
-                self.state
-                    .core
-                    .resolve(&req.name, Some(v))
-                    .map_err(|e| status_of(&e))?,
-            );
-        } else {
-            let entry = table
-                .models
-                .get(&req.name)
-                .ok_or_else(|| status_of(&Error::ModelNotFound(req.name.clone())))?;
-            versions.extend(entry.ready_versions().cloned());
-        }
+        let versions = self
+            .state
+            .core
+            .statistics_scope(Some(&req.name), Some(&req.version))
+            .map_err(|e| status_of(&e))?;
         let d = |s: &crate::repository::registry::DurationStat| {
             let (count, ns) = s.get();
             Some(pb::StatisticDuration { count, ns })

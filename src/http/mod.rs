@@ -167,6 +167,14 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                 Err(e) => from_error(&e),
             }
         }
+        // Triton's all-models statistics; a model called "stats" is shadowed here.
+        ["v2", "models", "stats"] => match method {
+            Method::GET => match model_statistics(state, None, None) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err(e) => from_error(&e),
+            },
+            _ => not_allowed(),
+        },
         ["v2", "models", model, rest @ ..] => {
             let (version, rest) = match rest {
                 ["versions", v, rest @ ..] => (Some(*v), rest),
@@ -183,7 +191,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                     Err(e) => from_error(&e),
                 },
                 (["stats"], &Method::GET) => {
-                    match model_statistics(state, &model, version.as_deref()) {
+                    match model_statistics(state, Some(&model), version.as_deref()) {
                         Ok(v) => json_response(StatusCode::OK, &v),
                         Err(e) => from_error(&e),
                     }
@@ -197,22 +205,75 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Reads the whole body, at most `--max-request-bytes`, decompressing a
+/// `Content-Encoding: gzip` or `deflate` body (tritonclient's
+/// `request_compression_algorithm`) within the same limit.
 async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let limit = state.max_request_bytes;
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    let encoding = match req
+        .headers()
+        .get(hyper::header::CONTENT_ENCODING)
+        .map(|v| v.to_str())
+    {
+        None => None,
+        Some(Ok(e)) if e.eq_ignore_ascii_case("identity") => None,
+        Some(Ok(e)) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("deflate") => {
+            Some(e.to_ascii_lowercase())
+        }
+        Some(other) => {
+            return Err(error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding {:?} is not supported (gzip, deflate and identity are)",
+                    other.unwrap_or("<not text>")
+                ),
+            ))
+        }
+    };
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(error_response(
+            return Err(error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds the limit of {limit} bytes (--max-request-bytes)"),
             ))
         }
+        Err(e) => {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            ))
+        }
+    };
+    match encoding {
+        None => Ok(body),
+        Some(encoding) => decompress(&encoding, &body, limit).map(Bytes::from),
+    }
+}
+
+fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Response<Body>> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = if encoding == "gzip" {
+        Box::new(flate2::read::GzDecoder::new(body))
+    } else {
+        // HTTP's "deflate" is the zlib format (RFC 9110), which is what
+        // tritonclient sends.
+        Box::new(flate2::read::ZlibDecoder::new(body))
+    };
+    let mut out = Vec::new();
+    // One byte past the limit tells "too large" from "exactly at the limit".
+    match reader.take(limit as u64 + 1).read_to_end(&mut out) {
+        Ok(_) if out.len() > limit => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed request body exceeds the limit of {limit} bytes (--max-request-bytes)"),
+        )),
+        Ok(_) => Ok(out),
         Err(e) => Err(error_response(
             StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
+            format!("cannot decompress the {encoding} request body: {e}"),
         )),
     }
 }
@@ -277,7 +338,7 @@ pub fn server_metadata() -> Value {
 
 fn model_metadata(state: &AppState, model: &str, version: Option<&str>) -> Result<Value, Error> {
     let m = state.core.resolve(model, version)?;
-    let versions = ready_versions(state, model);
+    let versions = state.core.ready_versions(model);
     let tensors = |specs: &[crate::backend::TensorSpec]| {
         specs
             .iter()
@@ -294,28 +355,12 @@ fn model_metadata(state: &AppState, model: &str, version: Option<&str>) -> Resul
     }))
 }
 
-/// Ready versions of a model, as strings, ascending.
-pub fn ready_versions(state: &AppState, model: &str) -> Vec<String> {
-    let table = state.core.repository.registry.snapshot();
-    table
-        .models
-        .get(model)
-        .map(|e| e.ready_versions().map(|v| v.version.to_string()).collect())
-        .unwrap_or_default()
-}
-
-fn model_statistics(state: &AppState, model: &str, version: Option<&str>) -> Result<Value, Error> {
-    let versions: Vec<Arc<ModelVersion>> = match version {
-        Some(v) => vec![state.core.resolve(model, Some(v))?],
-        None => {
-            let table = state.core.repository.registry.snapshot();
-            let entry = table
-                .models
-                .get(model)
-                .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
-            entry.ready_versions().cloned().collect()
-        }
-    };
+fn model_statistics(
+    state: &AppState,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<Value, Error> {
+    let versions = state.core.statistics_scope(model, version)?;
     let stats: Vec<Value> = versions.iter().map(|m| version_statistics(m)).collect();
     Ok(json!({ "model_stats": stats }))
 }

@@ -601,13 +601,6 @@ def test_statistics_all_models_grpc(grpc_client):
     assert {("digits", "1"), ("digits", "2"), ("tiny", "1"), ("types", "1")} <= names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: GET /v2/models/stats (all models; what tritonclient.http "
-    "get_inference_statistics() with no model name calls) is routed as a model named "
-    "'stats' and answers 404 \"unknown model 'stats'\"; gRPC ModelStatistics with an "
-    "empty name returns every model",
-)
 def test_statistics_all_models_http(http_client):
     stats = http_client.get_inference_statistics()
     names = {(m["name"], m["version"]) for m in stats["model_stats"]}
@@ -699,14 +692,6 @@ def test_http_response_compression_request(http_client, algorithm):
     np.testing.assert_array_equal(result.as_numpy("output"), np.full((2, 16), 3, np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: a compressed request body (tritonclient.http "
-    "request_compression_algorithm='gzip'/'deflate', i.e. Content-Encoding: gzip/deflate) "
-    "is parsed as if uncompressed: 400 \"bad request: invalid inference request JSON: "
-    "expected value at line 1 column 1\"; Triton decompresses it. At least a 415 naming "
-    "Content-Encoding would be expected",
-)
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_http_request_compression(http_client, algorithm):
     x = np.ones((2, 16), dtype=np.float32)
@@ -715,12 +700,6 @@ def test_http_request_compression(http_client, algorithm):
     np.testing.assert_array_equal(result.as_numpy("output"), np.full((2, 16), 3, np.float32))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING (compatibility gap): gRPC message compression (tritonclient.grpc "
-    "infer(compression_algorithm='gzip'/'deflate')) is refused with UNIMPLEMENTED "
-    "\"Content is compressed with `gzip` which isn't supported\"; Triton accepts it",
-)
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
 def test_grpc_compression(grpc_client, algorithm):
     x = np.ones((2, 16), dtype=np.float32)

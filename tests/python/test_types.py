@@ -167,15 +167,8 @@ def test_grpc_fp16_typed_contents_refused(grpc_stub):
 
 # ------------------------------------------------------------ BYTES that ONNX cannot hold
 
-INVALID_BYTES_REASON = (
-    "FINDING: BYTES data that an ONNX string tensor cannot hold (not UTF-8, or with a NUL "
-    "byte) is reported as a server fault, HTTP 500 / gRPC INTERNAL 'inference failed in "
-    "model ...', instead of a client error (400 / INVALID_ARGUMENT); it also counts as an "
-    "inference failure"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=INVALID_BYTES_REASON)
 @pytest.mark.parametrize("mode", [HTTP_BINARY, GRPC])
 @pytest.mark.parametrize("value", [b"\xff\xfe", b"a\x00b"], ids=["not-utf8", "nul"])
 def test_unrepresentable_bytes_are_a_client_error(request, mode, value):
