@@ -138,7 +138,7 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
             Method::POST => {
                 let body = match read_body(state, req).await {
                     Ok(b) => b,
-                    Err(r) => return r,
+                    Err(r) => return r.into_response(),
                 };
                 let ready_only = serde_json::from_slice::<Value>(&body)
                     .ok()
@@ -205,10 +205,20 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// A request the HTTP layer itself refuses (body too large, unreadable,
+/// badly encoded), before the core sees it.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn into_response(self) -> Response<Body> {
+        error_response(self.0, self.1)
+    }
+}
+
 /// Reads the whole body, at most `--max-request-bytes`, decompressing a
 /// `Content-Encoding: gzip` or `deflate` body (tritonclient's
 /// `request_compression_algorithm`) within the same limit.
-async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Refusal> {
     let limit = state.max_request_bytes;
     let encoding = match req
         .headers()
@@ -221,7 +231,7 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Re
             Some(e.to_ascii_lowercase())
         }
         Some(other) => {
-            return Err(error_response(
+            return Err(Refusal(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Encoding {:?} is not supported (gzip, deflate and identity are)",
@@ -236,13 +246,13 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Re
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return Err(error_response(
+            return Err(Refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body exceeds the limit of {limit} bytes (--max-request-bytes)"),
             ))
         }
         Err(e) => {
-            return Err(error_response(
+            return Err(Refusal(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
             ))
@@ -254,7 +264,7 @@ async fn read_body(state: &AppState, req: Request<Incoming>) -> Result<Bytes, Re
     }
 }
 
-fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Response<Body>> {
+fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     use std::io::Read;
     let reader: Box<dyn Read + '_> = if encoding == "gzip" {
         Box::new(flate2::read::GzDecoder::new(body))
@@ -266,12 +276,12 @@ fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Resp
     let mut out = Vec::new();
     // One byte past the limit tells "too large" from "exactly at the limit".
     match reader.take(limit as u64 + 1).read_to_end(&mut out) {
-        Ok(_) if out.len() > limit => Err(error_response(
+        Ok(_) if out.len() > limit => Err(Refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("decompressed request body exceeds the limit of {limit} bytes (--max-request-bytes)"),
         )),
         Ok(_) => Ok(out),
-        Err(e) => Err(error_response(
+        Err(e) => Err(Refusal(
             StatusCode::BAD_REQUEST,
             format!("cannot decompress the {encoding} request body: {e}"),
         )),
@@ -298,7 +308,7 @@ async fn infer(
     };
     let body = match read_body(state, req).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let decoded = match codec::decode_request(model, version, &body, header_length) {
         Ok(d) => d,
