@@ -67,7 +67,7 @@ async fn versions_swap_under_load_without_a_failed_request() {
         move || {
             let log = log.clone();
             async move {
-                let log = std::mem::take(&mut *log.lock().unwrap());
+                let log = log.lock().unwrap();
                 log.len() >= n && log[log.len() - n..].iter().all(|v| v == version)
             }
         }
