@@ -28,9 +28,11 @@ lint:
 test-rust: setup
 	cargo test --locked --workspace
 
-# The compatibility suite drives the debug binary that test-rust built.
+# The compatibility suite drives target/debug/infergate; `cargo test
+# --no-run` builds it with the same features as the Rust tests (a plain
+# `cargo build` would unify features differently and rebuild dependencies).
 test-python: setup-test
-	cargo build --locked --bin infergate
+	cargo test --locked --workspace --no-run
 	.venv/bin/python -m pytest tests/python -q
 
 test: setup-test lint test-rust test-python

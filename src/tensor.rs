@@ -209,6 +209,73 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Joins buffers of one datatype end to end (a batch's rows). `None`
+    /// when the datatypes differ.
+    pub fn concat(parts: &[&TensorData]) -> Option<TensorData> {
+        let first = parts.first()?;
+        let total = parts.iter().map(|p| p.len()).sum();
+        macro_rules! join {
+            ($variant:ident) => {{
+                let mut out = Vec::with_capacity(total);
+                for p in parts {
+                    let TensorData::$variant(v) = p else { return None };
+                    out.extend_from_slice(v);
+                }
+                TensorData::$variant(out)
+            }};
+        }
+        Some(match first {
+            TensorData::Bool(_) => join!(Bool),
+            TensorData::Uint8(_) => join!(Uint8),
+            TensorData::Uint16(_) => join!(Uint16),
+            TensorData::Uint32(_) => join!(Uint32),
+            TensorData::Uint64(_) => join!(Uint64),
+            TensorData::Int8(_) => join!(Int8),
+            TensorData::Int16(_) => join!(Int16),
+            TensorData::Int32(_) => join!(Int32),
+            TensorData::Int64(_) => join!(Int64),
+            TensorData::Fp16(_) => join!(Fp16),
+            TensorData::Fp32(_) => join!(Fp32),
+            TensorData::Fp64(_) => join!(Fp64),
+            TensorData::Bytes(_) => join!(Bytes),
+        })
+    }
+
+    /// Cuts a buffer into consecutive pieces of `lengths` elements (a
+    /// batch's answer, back into each caller's rows). `None` when the
+    /// lengths do not add up to the buffer.
+    pub fn split(self, lengths: &[usize]) -> Option<Vec<TensorData>> {
+        if lengths.iter().sum::<usize>() != self.len() {
+            return None;
+        }
+        fn cut<T>(mut v: Vec<T>, lengths: &[usize]) -> Vec<Vec<T>> {
+            // Back to front, so each piece is one `split_off` of the tail.
+            let mut pieces: Vec<Vec<T>> = lengths.iter().rev().map(|&n| v.split_off(v.len() - n)).collect();
+            pieces.reverse();
+            pieces
+        }
+        macro_rules! pieces {
+            ($v:expr, $variant:ident) => {
+                cut($v, lengths).into_iter().map(TensorData::$variant).collect()
+            };
+        }
+        Some(match self {
+            TensorData::Bool(v) => pieces!(v, Bool),
+            TensorData::Uint8(v) => pieces!(v, Uint8),
+            TensorData::Uint16(v) => pieces!(v, Uint16),
+            TensorData::Uint32(v) => pieces!(v, Uint32),
+            TensorData::Uint64(v) => pieces!(v, Uint64),
+            TensorData::Int8(v) => pieces!(v, Int8),
+            TensorData::Int16(v) => pieces!(v, Int16),
+            TensorData::Int32(v) => pieces!(v, Int32),
+            TensorData::Int64(v) => pieces!(v, Int64),
+            TensorData::Fp16(v) => pieces!(v, Fp16),
+            TensorData::Fp32(v) => pieces!(v, Fp32),
+            TensorData::Fp64(v) => pieces!(v, Fp64),
+            TensorData::Bytes(v) => pieces!(v, Bytes),
+        })
+    }
+
     /// `n` zero elements (empty strings for BYTES): warm-up inputs.
     pub fn zeros(datatype: DataType, n: usize) -> TensorData {
         match datatype {
@@ -592,6 +659,20 @@ mod tests {
             TensorData::Fp16(vec![f16::from_f32(0.5)]).to_json(),
             json!([0.5])
         );
+    }
+
+    #[test]
+    fn concat_then_split_gives_the_parts_back() {
+        let a = TensorData::Int64(vec![1, 2, 3]);
+        let b = TensorData::Int64(vec![4]);
+        let c = TensorData::Int64(vec![5, 6]);
+        let joined = TensorData::concat(&[&a, &b, &c]).unwrap();
+        assert_eq!(joined, TensorData::Int64(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(joined.clone().split(&[3, 1, 2]).unwrap(), vec![a, b, c]);
+        assert!(joined.split(&[3, 1]).is_none());
+        let s = TensorData::Bytes(vec![b"x".to_vec()]);
+        assert!(TensorData::concat(&[&s, &TensorData::Int64(vec![1])]).is_none());
+        assert_eq!(TensorData::concat(&[&s, &s]).unwrap().len(), 2);
     }
 
     #[test]
