@@ -70,7 +70,9 @@ pub struct State<T> {
 
 impl<T> Default for State<T> {
     fn default() -> Self {
-        State { queue: VecDeque::new() }
+        State {
+            queue: VecDeque::new(),
+        }
     }
 }
 
@@ -251,15 +253,24 @@ mod tests {
         let mut s = State::default();
         let p = policy(4, &[], 100);
         s.push(item(0, 1, 4, t));
-        assert_eq!(s.next(t, &p), Decision::Wait(t + Duration::from_micros(100)));
+        assert_eq!(
+            s.next(t, &p),
+            Decision::Wait(t + Duration::from_micros(100))
+        );
         s.push(item(1, 1, 4, t + Duration::from_micros(50)));
-        assert_eq!(s.next(t + Duration::from_micros(60), &p), Decision::Wait(t + Duration::from_micros(100)));
+        assert_eq!(
+            s.next(t + Duration::from_micros(60), &p),
+            Decision::Wait(t + Duration::from_micros(100))
+        );
         assert_eq!(ids(s.next(t + Duration::from_micros(100), &p)), vec![0, 1]);
         // A full batch does not wait.
         for id in 2..6 {
             s.push(item(id, 1, 4, t + Duration::from_micros(200)));
         }
-        assert_eq!(ids(s.next(t + Duration::from_micros(200), &p)), vec![2, 3, 4, 5]);
+        assert_eq!(
+            ids(s.next(t + Duration::from_micros(200), &p)),
+            vec![2, 3, 4, 5]
+        );
     }
 
     #[test]

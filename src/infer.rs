@@ -162,7 +162,6 @@ impl Core {
         let stats = &model.stats;
         stats.queue.record(ran.queue);
         stats.compute_infer.record(ran.compute);
-        stats.execution_count.fetch_add(1, Ordering::Relaxed);
         stats.inference_count.fetch_add(batch, Ordering::Relaxed);
 
         let outputs = if request.outputs.is_empty() {

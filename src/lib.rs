@@ -11,6 +11,7 @@
 //! `main` and the integration tests call.
 
 pub mod backend;
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod grpc;

@@ -218,7 +218,9 @@ impl TensorData {
             ($variant:ident) => {{
                 let mut out = Vec::with_capacity(total);
                 for p in parts {
-                    let TensorData::$variant(v) = p else { return None };
+                    let TensorData::$variant(v) = p else {
+                        return None;
+                    };
                     out.extend_from_slice(v);
                 }
                 TensorData::$variant(out)
@@ -250,13 +252,20 @@ impl TensorData {
         }
         fn cut<T>(mut v: Vec<T>, lengths: &[usize]) -> Vec<Vec<T>> {
             // Back to front, so each piece is one `split_off` of the tail.
-            let mut pieces: Vec<Vec<T>> = lengths.iter().rev().map(|&n| v.split_off(v.len() - n)).collect();
+            let mut pieces: Vec<Vec<T>> = lengths
+                .iter()
+                .rev()
+                .map(|&n| v.split_off(v.len() - n))
+                .collect();
             pieces.reverse();
             pieces
         }
         macro_rules! pieces {
             ($v:expr, $variant:ident) => {
-                cut($v, lengths).into_iter().map(TensorData::$variant).collect()
+                cut($v, lengths)
+                    .into_iter()
+                    .map(TensorData::$variant)
+                    .collect()
             };
         }
         Some(match self {

@@ -1,29 +1,61 @@
-//! Inference threads. Each loaded model version owns one OS thread that owns
-//! its backend; requests reach it through a bounded queue and get their
-//! answer back through a oneshot channel. The async reactor never runs a
-//! model, and a slow model can only fill its own queue.
+//! Inference threads and the batch queue in front of them.
 //!
-//! The thread ends when the last [`Worker`] handle is dropped: a swapped-out
-//! version keeps its thread exactly as long as requests still hold it.
+//! Each loaded model version owns one or more OS threads (instances), each
+//! owning its own backend; the async side never runs a model. Requests are
+//! pushed onto the version's queue (a `std::sync::Mutex` held for a push, the
+//! only lock on the request path) and answered through a oneshot channel.
+//! An instance that is free takes the next batch that `batcher::State`
+//! decides on, merges the requests' rows into one run, and splits the
+//! outputs back, so each caller gets exactly its own rows.
+//!
+//! The threads end when the [`Worker`] is dropped and the queue has
+//! drained: a swapped-out version keeps serving the requests it accepted.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError};
-use crate::tensor::Tensor;
+use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
+use crate::repository::registry::VersionStats;
+use crate::tensor::{Tensor, TensorData};
 
 struct Job {
     inputs: Vec<Tensor>,
+    /// `None`: runs alone (batching off, or inputs that cannot be merged).
+    key: Option<BatchKey>,
+    rows: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<Ran, BackendError>>,
 }
 
+impl Queued for Job {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn key(&self) -> Option<&BatchKey> {
+        self.key.as_ref()
+    }
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+    fn abandoned(&self) -> bool {
+        // The caller gave up (timeout, disconnect): don't spend compute on
+        // an answer nobody will read.
+        self.reply.is_closed()
+    }
+}
+
 /// Outputs plus where the time went, for statistics.
+#[derive(Debug)]
 pub struct Ran {
     pub outputs: Vec<Tensor>,
     pub queue: Duration,
     pub compute: Duration,
+    /// Rows in the run this request was part of.
+    pub batch_rows: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,61 +68,274 @@ pub enum WorkerError {
     Backend(#[from] BackendError),
 }
 
-/// A handle to a model version's inference thread.
-pub struct Worker {
-    /// Bounded: when it is full the request is refused at once (admission
-    /// control) rather than queued behind work that cannot finish in time.
-    queue: mpsc::Sender<Job>,
+struct Queue {
+    state: State<Job>,
+    /// Set when the Worker is dropped: instances finish what is queued, then exit.
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled on every push and on close; instances wait on it.
+    ready: Condvar,
+    policy: Policy,
+    /// Whether requests may be merged at all (the model has a batch
+    /// dimension on every input and output).
+    batching: bool,
     capacity: usize,
+    stats: Arc<VersionStats>,
+}
+
+/// A handle to a model version's queue and inference threads.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.closed = true;
+        drop(queue);
+        self.shared.ready.notify_all();
+    }
 }
 
 impl Worker {
+    /// Starts one thread per backend. `batching` says whether requests may
+    /// be merged; `policy` how.
     pub fn spawn(
         label: &str,
-        backend: Box<dyn Backend>,
+        backends: Vec<Box<dyn Backend>>,
+        policy: Policy,
+        batching: bool,
         capacity: usize,
+        stats: Arc<VersionStats>,
     ) -> std::io::Result<Worker> {
-        let capacity = capacity.max(1);
-        let (queue, mut jobs) = mpsc::channel::<Job>(capacity);
-        std::thread::Builder::new()
-            .name(format!("infer-{label}"))
-            .spawn(move || {
-                let mut backend = backend;
-                while let Some(job) = jobs.blocking_recv() {
-                    // The caller gave up (timeout, disconnect): don't spend
-                    // compute on an answer nobody will read.
-                    if job.reply.is_closed() {
-                        continue;
-                    }
-                    let started = Instant::now();
-                    let queue = started - job.enqueued;
-                    let result = backend.run(job.inputs).map(|outputs| Ran {
-                        outputs,
-                        queue,
-                        compute: started.elapsed(),
-                    });
-                    let _ = job.reply.send(result);
-                }
-            })?;
-        Ok(Worker { queue, capacity })
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                state: State::default(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            policy,
+            batching,
+            capacity: capacity.max(1),
+            stats,
+        });
+        for (i, backend) in backends.into_iter().enumerate() {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("infer-{label}-{i}"))
+                .spawn(move || instance(&shared, backend))?;
+        }
+        Ok(Worker { shared })
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.shared.capacity
     }
 
-    /// Queues the inputs and waits for the outputs.
+    /// Requests waiting (not yet taken by an instance).
+    pub fn queued(&self) -> usize {
+        self.shared.queue.lock().map(|q| q.state.len()).unwrap_or(0)
+    }
+
+    /// Queues the inputs and waits for this request's outputs.
     pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Ran, WorkerError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs,
-            enqueued: Instant::now(),
-            reply,
+        let (key, rows) = if self.shared.batching {
+            batch_key(&inputs)
+        } else {
+            (None, 0)
         };
-        self.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => WorkerError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => WorkerError::Stopped,
-        })?;
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if queue.closed {
+                return Err(WorkerError::Stopped);
+            }
+            if queue.state.len() >= self.shared.capacity {
+                return Err(WorkerError::QueueFull);
+            }
+            queue.state.push(Job {
+                inputs,
+                key,
+                rows,
+                enqueued: Instant::now(),
+                reply,
+            });
+        }
+        self.shared.ready.notify_one();
         Ok(answer.await.map_err(|_| WorkerError::Stopped)??)
     }
+}
+
+/// The merge key and row count of a request: every input must have a first
+/// dimension, the same one.
+fn batch_key(inputs: &[Tensor]) -> (Option<BatchKey>, usize) {
+    let Some(rows) = inputs
+        .first()
+        .and_then(|t| t.shape.first())
+        .map(|&r| r as usize)
+    else {
+        return (None, 0);
+    };
+    let mut key = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        match t.shape.split_first() {
+            Some((&r, rest)) if r as usize == rows => {
+                key.push((t.name.clone(), t.data.datatype(), rest.to_vec()))
+            }
+            _ => return (None, 0),
+        }
+    }
+    key.sort_by(|a, b| a.0.cmp(&b.0));
+    (Some(BatchKey(key)), rows)
+}
+
+/// One inference thread: take a batch, run it, answer, repeat.
+fn instance(shared: &Shared, mut backend: Box<dyn Backend>) {
+    loop {
+        let batch = {
+            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let now = Instant::now();
+                match queue.state.next(now, &shared.policy) {
+                    Decision::Run(batch) => {
+                        // Others may run in parallel on what is left.
+                        if !queue.state.is_empty() {
+                            shared.ready.notify_one();
+                        }
+                        break batch;
+                    }
+                    Decision::Wait(until) => {
+                        let wait = until.saturating_duration_since(now);
+                        queue = shared
+                            .ready
+                            .wait_timeout(queue, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                    Decision::Idle if queue.closed => return,
+                    Decision::Idle => {
+                        queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner())
+                    }
+                }
+            }
+        };
+        execute(shared, backend.as_mut(), batch);
+    }
+}
+
+fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
+    let started = Instant::now();
+    shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
+    if batch.len() == 1 {
+        let job = batch.pop().expect("one job");
+        let rows = job.rows;
+        let result = backend.run(job.inputs).map(|outputs| Ran {
+            outputs,
+            queue: started - job.enqueued,
+            compute: started.elapsed(),
+            batch_rows: rows.max(1),
+        });
+        let _ = job.reply.send(result);
+        return;
+    }
+
+    let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
+    let total: usize = rows.iter().sum();
+    let result = merge(&mut batch, total)
+        .and_then(|inputs| backend.run(inputs))
+        .and_then(|outputs| split(outputs, &rows, total));
+    let compute = started.elapsed();
+    match result {
+        Ok(per_job) => {
+            for (job, outputs) in batch.into_iter().zip(per_job) {
+                let _ = job.reply.send(Ok(Ran {
+                    outputs,
+                    queue: started - job.enqueued,
+                    compute,
+                    batch_rows: total,
+                }));
+            }
+        }
+        Err(e) => {
+            for job in batch {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// Concatenates the batch's inputs row-wise, in the first request's input order.
+fn merge(batch: &mut [Job], total: usize) -> Result<Vec<Tensor>, BackendError> {
+    let first = &batch[0].inputs;
+    let mut merged = Vec::with_capacity(first.len());
+    for (i, t) in first.iter().enumerate() {
+        let parts: Vec<&TensorData> = batch
+            .iter()
+            .map(|job| {
+                job.inputs
+                    .iter()
+                    .find(|x| x.name == t.name)
+                    .map(|x| &x.data)
+                    .ok_or_else(|| {
+                        BackendError::Run(format!("batched request lacks input '{}'", t.name))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let data = TensorData::concat(&parts).ok_or_else(|| {
+            BackendError::Run(format!(
+                "input '{}': datatypes differ within a batch",
+                t.name
+            ))
+        })?;
+        let mut shape = first[i].shape.clone();
+        shape[0] = total as i64;
+        merged.push(Tensor {
+            name: t.name.clone(),
+            shape,
+            data,
+        });
+    }
+    // The requests' own buffers are no longer needed.
+    for job in batch.iter_mut() {
+        job.inputs.clear();
+    }
+    Ok(merged)
+}
+
+/// Splits each output's rows back to the requests, in batch order.
+fn split(
+    outputs: Vec<Tensor>,
+    rows: &[usize],
+    total: usize,
+) -> Result<Vec<Vec<Tensor>>, BackendError> {
+    let mut per_job: Vec<Vec<Tensor>> = rows
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
+    for out in outputs {
+        if out.shape.first().map(|&r| r as usize) != Some(total) {
+            return Err(BackendError::Run(format!(
+                "output '{}' has shape {:?}, which does not have the batch's {total} rows",
+                out.name, out.shape
+            )));
+        }
+        let per_row: usize = out.shape[1..].iter().map(|&d| d.max(0) as usize).product();
+        let lengths: Vec<usize> = rows.iter().map(|r| r * per_row).collect();
+        let pieces = out.data.split(&lengths).ok_or_else(|| {
+            BackendError::Run(format!("output '{}' cannot be split by rows", out.name))
+        })?;
+        for ((piece, &r), slot) in pieces.into_iter().zip(rows).zip(per_job.iter_mut()) {
+            let mut shape = out.shape.clone();
+            shape[0] = r as i64;
+            slot.push(Tensor {
+                name: out.name.clone(),
+                shape,
+                data: piece,
+            });
+        }
+    }
+    Ok(per_job)
 }

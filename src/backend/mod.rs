@@ -57,7 +57,7 @@ impl Default for LoadOptions {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("ONNX Runtime library not found at '{}'; run `make setup` (it extracts it from the onnxruntime==1.31.1 wheel into .ort/) or point ORT_DYLIB_PATH / --onnxruntime-lib at libonnxruntime.so", .0.display())]
     RuntimeMissing(PathBuf),

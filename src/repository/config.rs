@@ -5,6 +5,10 @@
 //! max_batch_size = 64               # 0: the model has no batch dimension
 //! queue_capacity = 256              # requests waiting per version
 //! intra_op_threads = 1
+//! dynamic_batching = true           # default: on when the model has a batch dimension
+//! preferred_batch_sizes = [8, 16]
+//! max_queue_delay_us = 0            # how long a request may wait for company
+//! instances = 1                     # sessions (and threads) per version
 //!
 //! [[inputs]]                        # override or narrow what the model file says
 //! name = "input"
@@ -13,12 +17,18 @@
 //! ```
 //! Unknown keys are refused so that a typo does not silently do nothing.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::backend::{Signature, TensorSpec};
+use crate::batcher::Policy;
 use crate::tensor::DataType;
 
 pub const FILE_NAME: &str = "config.toml";
+
+/// Rows per batch when batching is on and `max_batch_size` is not set.
+pub const DEFAULT_MAX_BATCH_ROWS: u64 = 64;
 
 /// Which of the versions on disk are served.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -50,6 +60,17 @@ pub struct ModelConfig {
     /// Requests that may wait per version before new ones are refused.
     pub queue_capacity: Option<usize>,
     pub intra_op_threads: Option<usize>,
+    /// Merge concurrent requests into one run. Default: on when every input
+    /// and output has a variable first (batch) dimension, off otherwise.
+    pub dynamic_batching: Option<bool>,
+    /// Batch sizes (rows) worth waiting up to `max_queue_delay_us` for.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// How long the oldest queued request may wait for others to join its
+    /// batch. Default 0: batch only what is already queued, adding no latency.
+    pub max_queue_delay_us: Option<u64>,
+    /// Model instances (each its own session and thread). Default 1.
+    pub instances: Option<usize>,
     #[serde(default)]
     pub inputs: Vec<TensorOverride>,
     #[serde(default)]
@@ -71,6 +92,41 @@ impl ModelConfig {
             return Err("version_policy latest must be at least 1".into());
         }
         Ok(config)
+    }
+
+    /// The batching policy for a model with this signature, or `None` when
+    /// requests run one by one. Refuses batching asked for a model that has
+    /// no batch dimension.
+    pub fn batching(&self, signature: &Signature) -> Result<Option<Policy>, String> {
+        let batchable = signature
+            .inputs
+            .iter()
+            .chain(&signature.outputs)
+            .all(|t| t.shape.first() == Some(&-1));
+        match self.dynamic_batching {
+            Some(true) if !batchable => {
+                return Err("dynamic_batching needs every input and output to have a variable first dimension (-1)".into())
+            }
+            Some(false) => return Ok(None),
+            _ if !batchable => return Ok(None),
+            _ => {}
+        }
+        let max_rows = self
+            .max_batch_size
+            .filter(|&b| b > 0)
+            .unwrap_or(DEFAULT_MAX_BATCH_ROWS) as usize;
+        let mut preferred = self.preferred_batch_sizes.clone();
+        preferred.sort_unstable();
+        if let Some(p) = preferred.iter().find(|&&p| p == 0 || p > max_rows) {
+            return Err(format!(
+                "preferred batch size {p} is not within 1..={max_rows} (max_batch_size)"
+            ));
+        }
+        Ok(Some(Policy {
+            max_rows,
+            preferred,
+            max_delay: Duration::from_micros(self.max_queue_delay_us.unwrap_or(0)),
+        }))
     }
 
     /// Applies the `inputs`/`outputs` overrides to what the model file
@@ -161,6 +217,37 @@ mod tests {
             }],
             outputs: vec![],
         }
+    }
+
+    #[test]
+    fn batching_defaults_follow_the_batch_dimension() {
+        let batched = sig();
+        let policy = ModelConfig::default().batching(&batched).unwrap().unwrap();
+        assert_eq!(policy.max_rows, DEFAULT_MAX_BATCH_ROWS as usize);
+        assert_eq!(policy.max_delay, Duration::ZERO);
+        let off = ModelConfig::parse("dynamic_batching = false").unwrap();
+        assert_eq!(off.batching(&batched).unwrap(), None);
+
+        let mut fixed = sig();
+        fixed.inputs[0].shape = vec![4, -1];
+        assert_eq!(ModelConfig::default().batching(&fixed).unwrap(), None);
+        let forced = ModelConfig::parse("dynamic_batching = true").unwrap();
+        assert!(forced
+            .batching(&fixed)
+            .unwrap_err()
+            .contains("first dimension"));
+
+        let c = ModelConfig::parse(
+            "max_batch_size = 8\npreferred_batch_sizes = [4, 2]\nmax_queue_delay_us = 250",
+        )
+        .unwrap();
+        let p = c.batching(&batched).unwrap().unwrap();
+        assert_eq!(
+            (p.max_rows, p.preferred.clone(), p.max_delay),
+            (8, vec![2, 4], Duration::from_micros(250))
+        );
+        let bad = ModelConfig::parse("max_batch_size = 8\npreferred_batch_sizes = [16]").unwrap();
+        assert!(bad.batching(&batched).is_err());
     }
 
     #[test]

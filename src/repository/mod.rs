@@ -22,7 +22,9 @@ use crate::error::Error;
 use crate::tensor::{Tensor, TensorData};
 use crate::worker::Worker;
 use config::{ModelConfig, VersionPolicy};
-pub use registry::{ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState};
+pub use registry::{
+    ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState, VersionStats,
+};
 
 /// Server-wide defaults a model's `config.toml` may override.
 #[derive(Debug, Clone)]
@@ -349,13 +351,59 @@ fn load_version_blocking(
     let mut backend = backend::load(dir, &options).map_err(|e| e.to_string())?;
     let mut signature = backend.signature().clone();
     config.apply(&mut signature)?;
+    let batching = config
+        .batching(&signature)
+        .map_err(|e| format!("config.toml: {e}"))?;
     let sha256 = backend::model_file(dir)
         .and_then(|p| std::fs::read(p).ok())
         .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
         .unwrap_or_default();
 
-    // Warm-up: one inference on zeros, one row per open dimension. A model
-    // that cannot run is refused here, before anyone is routed to it.
+    warm_up(backend.as_mut(), &signature)?;
+
+    let platform = backend.platform();
+    let properties = backend.properties().clone();
+    // Further instances: their own sessions of the same file, one thread each.
+    let mut backends = vec![backend];
+    for _ in 1..config.instances.unwrap_or(1).max(1) {
+        let mut instance = backend::load(dir, &options).map_err(|e| e.to_string())?;
+        warm_up(instance.as_mut(), &signature)?;
+        backends.push(instance);
+    }
+    let capacity = config.queue_capacity.unwrap_or(defaults.queue_capacity);
+    let stats = Arc::new(VersionStats::default());
+    let worker = Worker::spawn(
+        &format!("{name}-{version}"),
+        backends,
+        batching
+            .clone()
+            .unwrap_or_else(crate::batcher::Policy::unbatched),
+        batching.is_some(),
+        capacity,
+        stats.clone(),
+    )
+    .map_err(|e| format!("cannot start the inference threads: {e}"))?;
+    Ok(ModelVersion {
+        model: name.to_string(),
+        version,
+        platform,
+        signature,
+        max_batch_size: config.max_batch_size.filter(|&b| b > 0),
+        properties,
+        sha256,
+        worker,
+        stats,
+        batching,
+    })
+}
+
+/// One inference on zeros, one row per open dimension. A model that cannot
+/// run is refused here, before anyone is routed to it; the first real
+/// request does not pay for the runtime's lazy initialisation either.
+fn warm_up(
+    backend: &mut dyn backend::Backend,
+    signature: &crate::backend::Signature,
+) -> Result<(), String> {
     let inputs = signature
         .inputs
         .iter()
@@ -383,23 +431,7 @@ fn load_version_blocking(
             signature.outputs.len()
         ));
     }
-
-    let platform = backend.platform();
-    let properties = backend.properties().clone();
-    let capacity = config.queue_capacity.unwrap_or(defaults.queue_capacity);
-    let worker = Worker::spawn(&format!("{name}-{version}"), backend, capacity)
-        .map_err(|e| format!("cannot start the inference thread: {e}"))?;
-    Ok(ModelVersion {
-        model: name.to_string(),
-        version,
-        platform,
-        signature,
-        max_batch_size: config.max_batch_size.filter(|&b| b > 0),
-        properties,
-        sha256,
-        worker,
-        stats: Default::default(),
-    })
+    Ok(())
 }
 
 /// A model whose config or folder is broken: what served keeps serving,

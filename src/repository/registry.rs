@@ -29,7 +29,10 @@ pub struct ModelVersion {
     /// Of the model file, so a deployment can be checked against a build.
     pub sha256: String,
     pub worker: Worker,
-    pub stats: VersionStats,
+    /// Shared with the inference threads, which count executions.
+    pub stats: Arc<VersionStats>,
+    /// Whether requests are merged into batches, and how.
+    pub batching: Option<crate::batcher::Policy>,
 }
 
 /// Cumulative counters of the V2 statistics extension, updated with relaxed
