@@ -5,7 +5,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("PROTOC").is_none() {
-        // SAFETY-free: build scripts are single-threaded at this point.
+        // Build scripts run single-threaded; setting the variable is safe here.
         std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     }
     println!("cargo:rerun-if-changed=proto");
