@@ -23,7 +23,7 @@ serve: build
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test-rust: setup
 	cargo test --locked --workspace
