@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // `bytes` fields as Bytes: raw tensors are sliced out of the
+        // received buffer instead of copied into a Vec of their own.
+        .bytes(".")
         .compile_protos(&["proto/inference.proto"], &["proto"])?;
     Ok(())
 }

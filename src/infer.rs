@@ -129,7 +129,7 @@ impl Core {
             Err(_) => stats.fail.record(took),
         }
         let failure = result.as_ref().err().map(|e| e.kind().as_str());
-        crate::monitor::record_request(&model.model, Some(model.version), took, failure);
+        model.metrics.record(took, failure);
         result
     }
 

@@ -44,7 +44,7 @@ fn request(
         parameters: Default::default(),
         inputs,
         outputs: vec![],
-        raw_input_contents: raw,
+        raw_input_contents: raw.into_iter().map(bytes::Bytes::from).collect(),
     }
 }
 
@@ -247,7 +247,9 @@ async fn every_datatype_round_trips_raw_and_typed() {
             TensorData::Int64(v) => c.int64_contents = v,
             TensorData::Fp32(v) => c.fp32_contents = v,
             TensorData::Fp64(v) => c.fp64_contents = v,
-            TensorData::Bytes(v) => c.bytes_contents = v,
+            TensorData::Bytes(v) => {
+                c.bytes_contents = v.into_iter().map(bytes::Bytes::from).collect()
+            }
             TensorData::Fp16(_) => unreachable!(),
         }
         Some(c)

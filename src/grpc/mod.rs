@@ -169,7 +169,7 @@ impl GrpcInferenceService for Service {
         for t in response.outputs {
             let datatype = t.data.datatype().as_str().to_string();
             let contents = if raw {
-                raw_output_contents.push(t.data.to_raw());
+                raw_output_contents.push(bytes::Bytes::from(t.data.to_raw()));
                 None
             } else {
                 Some(to_contents(t.data))
@@ -391,7 +391,9 @@ fn from_contents(
         DataType::Uint64 => TensorData::Uint64(c.uint64_contents),
         DataType::Fp32 => TensorData::Fp32(c.fp32_contents),
         DataType::Fp64 => TensorData::Fp64(c.fp64_contents),
-        DataType::Bytes => TensorData::Bytes(c.bytes_contents),
+        DataType::Bytes => {
+            TensorData::Bytes(c.bytes_contents.into_iter().map(|b| b.to_vec()).collect())
+        }
         DataType::Fp16 => unreachable!("refused above"),
     })
 }
@@ -410,7 +412,7 @@ fn to_contents(data: TensorData) -> pb::InferTensorContents {
         TensorData::Uint64(v) => c.uint64_contents = v,
         TensorData::Fp32(v) => c.fp32_contents = v,
         TensorData::Fp64(v) => c.fp64_contents = v,
-        TensorData::Bytes(v) => c.bytes_contents = v,
+        TensorData::Bytes(v) => c.bytes_contents = v.into_iter().map(bytes::Bytes::from).collect(),
         // Never reached: FP16 answers are always raw (see model_infer).
         TensorData::Fp16(v) => c.fp32_contents = v.into_iter().map(f32::from).collect(),
     }

@@ -394,6 +394,7 @@ fn load_version_blocking(
         worker,
         stats,
         batching,
+        metrics: crate::monitor::VersionMetrics::new(name, version),
     })
 }
 

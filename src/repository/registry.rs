@@ -31,6 +31,7 @@ pub struct ModelVersion {
     pub worker: Worker,
     /// Shared with the inference threads, which count executions.
     pub stats: Arc<VersionStats>,
+    pub metrics: crate::monitor::VersionMetrics,
     /// Whether requests are merged into batches, and how.
     pub batching: Option<crate::batcher::Policy>,
 }

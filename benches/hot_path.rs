@@ -1,0 +1,154 @@
+//! Criterion benchmarks of the request path, piece by piece: decoding
+//! (JSON, binary extension, raw), encoding answers, assembling and
+//! splitting batches, and a whole in-process inference through the core.
+//!
+//! `make bench` (or `cargo bench --bench hot_path`); needs the ONNX Runtime
+//! library (`make setup`) for the in-process group.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use infergate::http::codec::{decode_request, encode_response};
+use infergate::infer::{Core, InferRequest, InferResponse};
+use infergate::repository::{Defaults, Repository};
+use infergate::tensor::{DataType, Tensor, TensorData};
+use serde_json::json;
+
+fn rows(n: usize, width: usize) -> Vec<f32> {
+    (0..n * width).map(|i| (i % 17) as f32 * 0.5).collect()
+}
+
+fn json_body(n: usize, width: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "inputs": [{ "name": "input", "shape": [n, width], "datatype": "FP32", "data": rows(n, width) }]
+    }))
+    .unwrap()
+}
+
+fn binary_body(n: usize, width: usize) -> (Vec<u8>, usize) {
+    let raw: Vec<u8> = rows(n, width)
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mut body = serde_json::to_vec(&json!({
+        "inputs": [{ "name": "input", "shape": [n, width], "datatype": "FP32",
+                     "parameters": { "binary_data_size": raw.len() } }]
+    }))
+    .unwrap();
+    let header = body.len();
+    body.extend_from_slice(&raw);
+    (body, header)
+}
+
+fn codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode");
+    for (n, width) in [(1usize, 16usize), (64, 64)] {
+        let label = format!("{n}x{width}");
+        g.throughput(Throughput::Elements((n * width) as u64));
+        let body = json_body(n, width);
+        g.bench_with_input(BenchmarkId::new("json", &label), &body, |b, body| {
+            b.iter(|| decode_request("m", None, black_box(body), None).unwrap())
+        });
+        let (body, header) = binary_body(n, width);
+        g.bench_with_input(BenchmarkId::new("binary", &label), &body, |b, body| {
+            b.iter(|| decode_request("m", None, black_box(body), Some(header)).unwrap())
+        });
+        let raw = &body[header..];
+        g.bench_with_input(BenchmarkId::new("raw_fp32", &label), &raw, |b, raw| {
+            b.iter(|| TensorData::from_raw(DataType::Fp32, black_box(raw), n * width).unwrap())
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("encode");
+    let response = InferResponse {
+        model: "digits".into(),
+        version: 2,
+        id: None,
+        outputs: vec![
+            Tensor {
+                name: "probabilities".into(),
+                shape: vec![64, 10],
+                data: TensorData::Fp32(rows(64, 10)),
+            },
+            Tensor {
+                name: "label".into(),
+                shape: vec![64],
+                data: TensorData::Int64((0..64).collect()),
+            },
+        ],
+    };
+    g.bench_function("json_64x10", |b| {
+        b.iter(|| encode_response(black_box(&response), &[], &[], false))
+    });
+    g.bench_function("binary_64x10", |b| {
+        b.iter(|| encode_response(black_box(&response), &[], &[], true))
+    });
+    g.finish();
+}
+
+fn batching(c: &mut Criterion) {
+    let mut g = c.benchmark_group("batch");
+    for n in [8usize, 64] {
+        let parts: Vec<TensorData> = (0..n).map(|_| TensorData::Fp32(rows(1, 64))).collect();
+        let refs: Vec<&TensorData> = parts.iter().collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(
+            BenchmarkId::new("assemble_rows_of_64", n),
+            &refs,
+            |b, refs| b.iter(|| TensorData::concat(black_box(refs)).unwrap()),
+        );
+        let out = TensorData::Fp32(rows(n, 10));
+        let lengths = vec![10usize; n];
+        g.bench_with_input(BenchmarkId::new("split_rows_of_10", n), &out, |b, out| {
+            b.iter(|| black_box(out.clone()).split(&lengths).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn in_process(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
+    infergate::backend::onnx::init(&lib).expect("ONNX Runtime library (run `make setup`)");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let repository = Arc::new(Repository::new(
+        root.join("models"),
+        Defaults {
+            queue_capacity: 1024,
+            intra_op_threads: 1,
+        },
+    ));
+    rt.block_on(repository.poll());
+    let core = Core::new(repository);
+    let mut g = c.benchmark_group("infer_in_process");
+    for (model, width) in [("tiny", 16usize), ("digits", 64)] {
+        let request = InferRequest {
+            model: model.into(),
+            version: None,
+            id: None,
+            inputs: vec![Tensor {
+                name: "input".into(),
+                shape: vec![1, width as i64],
+                data: TensorData::Fp32(rows(1, width)),
+            }],
+            outputs: vec![],
+        };
+        g.bench_function(format!("{model}_batch1"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { core.infer(request.clone()).await.unwrap() })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, batching, in_process);
+criterion_main!(benches);
