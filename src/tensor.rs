@@ -468,43 +468,55 @@ impl TensorData {
             }
         })
     }
+}
 
-    /// The flat JSON array of the elements. Non-finite floats, which JSON
-    /// cannot hold, become `null`; BYTES that are not UTF-8 are replaced
-    /// lossily (ask for binary output to get them exactly).
-    pub fn to_json(&self) -> Value {
-        fn arr<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
-            Value::Array(v.iter().map(|&x| f(x)).collect())
-        }
-        fn float(x: f64) -> Value {
-            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
-        }
-        match self {
-            TensorData::Bool(v) => arr(v, Value::Bool),
-            TensorData::Uint8(v) => arr(v, Value::from),
-            TensorData::Uint16(v) => arr(v, Value::from),
-            TensorData::Uint32(v) => arr(v, Value::from),
-            TensorData::Uint64(v) => arr(v, Value::from),
-            TensorData::Int8(v) => arr(v, Value::from),
-            TensorData::Int16(v) => arr(v, Value::from),
-            TensorData::Int32(v) => arr(v, Value::from),
-            TensorData::Int64(v) => arr(v, Value::from),
-            TensorData::Fp16(v) => arr(v, |x| float(x.to_f64())),
-            // Through the shortest f32 text so 0.1f32 prints as 0.1, not 0.10000000149.
-            TensorData::Fp32(v) => arr(v, |x| {
-                if x.is_finite() {
-                    x.to_string().parse::<f64>().map_or(Value::Null, float)
-                } else {
-                    Value::Null
+/// Serialises a buffer as a flat JSON array, straight into the output
+/// without building a `Value` tree. Non-finite floats, which JSON cannot
+/// hold, become `null`; FP32 is written in its shortest form (0.1, not
+/// 0.10000000149); BYTES that are not UTF-8 are replaced lossily (ask for
+/// binary output to get them exactly).
+pub struct JsonElements<'a>(pub &'a TensorData);
+
+impl serde::Serialize for JsonElements<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        macro_rules! each {
+            ($v:expr) => {
+                for x in $v {
+                    seq.serialize_element(x)?;
                 }
-            }),
-            TensorData::Fp64(v) => arr(v, float),
-            TensorData::Bytes(v) => Value::Array(
-                v.iter()
-                    .map(|s| Value::String(String::from_utf8_lossy(s).into_owned()))
-                    .collect(),
-            ),
+            };
+            ($v:expr, float) => {
+                for x in $v {
+                    if x.is_finite() {
+                        seq.serialize_element(&x)?;
+                    } else {
+                        seq.serialize_element(&())?;
+                    }
+                }
+            };
         }
+        match self.0 {
+            TensorData::Bool(v) => each!(v),
+            TensorData::Uint8(v) => each!(v),
+            TensorData::Uint16(v) => each!(v),
+            TensorData::Uint32(v) => each!(v),
+            TensorData::Uint64(v) => each!(v),
+            TensorData::Int8(v) => each!(v),
+            TensorData::Int16(v) => each!(v),
+            TensorData::Int32(v) => each!(v),
+            TensorData::Int64(v) => each!(v),
+            TensorData::Fp16(v) => each!(v.iter().map(|x| x.to_f32()), float),
+            TensorData::Fp32(v) => each!(v.iter().copied(), float),
+            TensorData::Fp64(v) => each!(v.iter().copied(), float),
+            TensorData::Bytes(v) => each!(v
+                .iter()
+                .map(|s| String::from_utf8_lossy(s))
+                .collect::<Vec<_>>()
+                .iter()),
+        }
+        seq.end()
     }
 }
 
@@ -655,19 +667,18 @@ mod tests {
 
     #[test]
     fn json_encoding() {
+        let text = |d: TensorData| serde_json::to_string(&JsonElements(&d)).unwrap();
         assert_eq!(
-            TensorData::Fp32(vec![0.1, f32::INFINITY]).to_json(),
-            json!([0.1, null])
+            text(TensorData::Fp32(vec![0.1, f32::INFINITY, f32::NAN])),
+            "[0.1,null,null]"
         );
         assert_eq!(
-            TensorData::Bytes(vec![b"hi".to_vec()]).to_json(),
-            json!(["hi"])
+            text(TensorData::Bytes(vec![b"hi".to_vec(), vec![0xff]])),
+            "[\"hi\",\"\u{fffd}\"]"
         );
-        assert_eq!(TensorData::Int64(vec![-3]).to_json(), json!([-3]));
-        assert_eq!(
-            TensorData::Fp16(vec![f16::from_f32(0.5)]).to_json(),
-            json!([0.5])
-        );
+        assert_eq!(text(TensorData::Int64(vec![-3])), "[-3]");
+        assert_eq!(text(TensorData::Fp16(vec![f16::from_f32(0.5)])), "[0.5]");
+        assert_eq!(text(TensorData::Bool(vec![true])), "[true]");
     }
 
     #[test]

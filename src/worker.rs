@@ -12,7 +12,7 @@
 //! drained: a swapped-out version keeps serving the requests it accepted.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -70,6 +70,9 @@ pub enum WorkerError {
 
 struct Queue {
     state: State<Job>,
+    /// Instances blocked on `ready` with nothing to do: a push needs to
+    /// wake one only when there is one (waking costs a syscall).
+    idle: usize,
     /// Set when the Worker is dropped: instances finish what is queued, then exit.
     closed: bool,
 }
@@ -93,7 +96,7 @@ pub struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = lock(&self.shared.queue);
         queue.closed = true;
         drop(queue);
         self.shared.ready.notify_all();
@@ -114,6 +117,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 state: State::default(),
+                idle: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -148,8 +152,8 @@ impl Worker {
             (None, 0)
         };
         let (reply, answer) = oneshot::channel();
-        {
-            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let wake = {
+            let mut queue = lock(&self.shared.queue);
             if queue.closed {
                 return Err(WorkerError::Stopped);
             }
@@ -163,8 +167,11 @@ impl Worker {
                 enqueued: Instant::now(),
                 reply,
             });
+            queue.idle > 0
+        };
+        if wake {
+            self.shared.ready.notify_one();
         }
-        self.shared.ready.notify_one();
         Ok(answer.await.map_err(|_| WorkerError::Stopped)??)
     }
 }
@@ -192,37 +199,60 @@ fn batch_key(inputs: &[Tensor]) -> (Option<BatchKey>, usize) {
     (Some(BatchKey(key)), rows)
 }
 
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A panic elsewhere cannot leave the queue half-updated: every change
+    // is one push or one `State::next`.
+    queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One inference thread: take a batch, run it, answer, repeat.
 fn instance(shared: &Shared, mut backend: Box<dyn Backend>) {
+    while let Some(batch) = next_batch(shared) {
+        execute(shared, backend.as_mut(), batch);
+    }
+}
+
+/// Blocks until there is a batch to run; `None` once the worker is closed
+/// and its queue drained.
+fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
+    let mut queue = lock(&shared.queue);
     loop {
-        let batch = {
-            let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
-                let now = Instant::now();
-                match queue.state.next(now, &shared.policy) {
-                    Decision::Run(batch) => {
-                        // Others may run in parallel on what is left.
-                        if !queue.state.is_empty() {
-                            shared.ready.notify_one();
-                        }
-                        break batch;
-                    }
-                    Decision::Wait(until) => {
-                        let wait = until.saturating_duration_since(now);
-                        queue = shared
-                            .ready
-                            .wait_timeout(queue, wait)
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0;
-                    }
-                    Decision::Idle if queue.closed => return,
-                    Decision::Idle => {
-                        queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner())
-                    }
+        let now = Instant::now();
+        match queue.state.next(now, &shared.policy) {
+            Decision::Run(batch) => {
+                // Another idle instance may take what is left.
+                if !queue.state.is_empty() && queue.idle > 0 {
+                    shared.ready.notify_one();
+                }
+                return Some(batch);
+            }
+            Decision::Wait(until) => {
+                queue.idle += 1;
+                queue = shared
+                    .ready
+                    .wait_timeout(queue, until.saturating_duration_since(now))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                queue.idle -= 1;
+            }
+            Decision::Idle if queue.closed => return None,
+            Decision::Idle => {
+                queue.idle += 1;
+                queue = shared.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue.idle -= 1;
+                // Woken by a request: let the I/O threads queue whatever
+                // else has arrived first. Where they share a core with this
+                // thread, a woken inference thread would preempt them at
+                // once and run every request alone; elsewhere this costs
+                // one sched_yield. It is what lets batches form with no
+                // queue delay.
+                if shared.batching {
+                    drop(queue);
+                    std::thread::yield_now();
+                    queue = lock(&shared.queue);
                 }
             }
-        };
-        execute(shared, backend.as_mut(), batch);
+        }
     }
 }
 

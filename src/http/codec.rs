@@ -3,12 +3,12 @@
 //! header followed by the raw tensors of the inputs that carry
 //! `binary_data_size`) that `tritonclient.http` uses by default.
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::infer::{decode_input, InferRequest, InferResponse};
-use crate::tensor::{TensorData, TensorError};
+use crate::tensor::{JsonElements, TensorData, TensorError};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -147,6 +147,34 @@ pub struct EncodedResponse {
     pub header_length: Option<usize>,
 }
 
+#[derive(Serialize)]
+struct ResponseHead<'a> {
+    model_name: &'a str,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<OutputHead<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputHead<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [i64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinarySize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<JsonElements<'a>>,
+}
+
+#[derive(Serialize)]
+struct BinarySize {
+    binary_data_size: usize,
+}
+
+/// Encodes an answer: the JSON header serialised straight from the tensors
+/// (no intermediate `Value` tree), then the raw bytes of the outputs sent
+/// in binary.
 pub fn encode_response(
     response: &InferResponse,
     requested: &[String],
@@ -160,35 +188,38 @@ pub fn encode_response(
             .map_or(binary_default, |i| binary_outputs[i])
     };
     let mut tail = Vec::new();
-    let outputs: Vec<Value> = response
+    let mut any_binary = false;
+    let outputs = response
         .outputs
         .iter()
         .map(|t| {
-            let mut out = json!({
-                "name": t.name,
-                "datatype": t.data.datatype().as_str(),
-                "shape": t.shape,
-            });
-            if is_binary(&t.name) {
+            let binary = is_binary(&t.name);
+            any_binary |= binary;
+            let parameters = binary.then(|| {
                 let before = tail.len();
                 t.data.write_raw(&mut tail);
-                out["parameters"] = json!({ "binary_data_size": tail.len() - before });
-            } else {
-                out["data"] = t.data.to_json();
+                BinarySize {
+                    binary_data_size: tail.len() - before,
+                }
+            });
+            OutputHead {
+                name: &t.name,
+                datatype: t.data.datatype().as_str(),
+                shape: &t.shape,
+                parameters,
+                data: (!binary).then_some(JsonElements(&t.data)),
             }
-            out
         })
         .collect();
-    let mut head = json!({
-        "model_name": response.model,
-        "model_version": response.version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = &response.id {
-        head["id"] = json!(id);
-    }
-    let mut body = serde_json::to_vec(&head).expect("JSON values always serialise");
-    if tail.is_empty() && !response.outputs.iter().any(|t| is_binary(&t.name)) {
+    let head = ResponseHead {
+        model_name: &response.model,
+        model_version: response.version.to_string(),
+        id: response.id.as_deref(),
+        outputs,
+    };
+    let mut body = Vec::with_capacity(256 + tail.len());
+    serde_json::to_writer(&mut body, &head).expect("the header always serialises");
+    if !any_binary {
         return EncodedResponse {
             body,
             header_length: None,
@@ -206,6 +237,7 @@ pub fn encode_response(
 mod tests {
     use super::*;
     use crate::tensor::Tensor;
+    use serde_json::json;
 
     #[test]
     fn binary_and_json_inputs_mix() {
