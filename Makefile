@@ -7,7 +7,7 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test build serve test test-rust test-python lint models
+.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare
 
 setup:
 	bash scripts/setup.sh
@@ -43,3 +43,11 @@ models:
 	python3 -m venv .venv-models
 	.venv-models/bin/pip install --quiet -r scripts/requirements-models.txt
 	.venv-models/bin/python scripts/make_models.py --check
+
+# Criterion benchmarks of the request path (decode, encode, batching, in-process infer).
+bench: setup
+	cargo bench --locked --bench hot_path
+
+# infergate against its ceilings, side by side (see the README's Performance section).
+compare: setup
+	bash benches/compare.sh

@@ -1,6 +1,7 @@
 //! The "bare ceiling" of the benchmarks: the same protocol stack as
 //! infergate (tokio, hyper for HTTP/1.1 with the binary tensor extension,
-//! tonic for gRPC) answering `tiny` (`output = input * 2 + 1`, FP32 [-1,16])
+//! tonic for gRPC) answering `tiny` (`output = input * 2 + 1`, FP32 [-1,-1]:
+//! any width, so that it can also carry payloads the size of another model's)
 //! with plain Rust arithmetic: no runtime, no repository, no queue, no
 //! batching. What it sustains on a core is the most any server on this stack
 //! could; infergate's overhead is measured against it.
@@ -40,8 +41,8 @@ fn tiny(raw: &[u8]) -> Vec<u8> {
 fn metadata() -> Value {
     json!({
         "name": "tiny", "versions": ["1"], "platform": "bare",
-        "inputs": [{ "name": "input", "datatype": "FP32", "shape": [-1, 16] }],
-        "outputs": [{ "name": "output", "datatype": "FP32", "shape": [-1, 16] }]
+        "inputs": [{ "name": "input", "datatype": "FP32", "shape": [-1, -1] }],
+        "outputs": [{ "name": "output", "datatype": "FP32", "shape": [-1, -1] }]
     })
 }
 
@@ -56,7 +57,7 @@ impl GrpcInferenceService for Grpc {
         let t = |name: &str| pb::model_metadata_response::TensorMetadata {
             name: name.into(),
             datatype: "FP32".into(),
-            shape: vec![-1, 16],
+            shape: vec![-1, -1],
         };
         Ok(tonic::Response::new(pb::ModelMetadataResponse {
             name: "tiny".into(),
