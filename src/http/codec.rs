@@ -4,7 +4,7 @@
 //! `binary_data_size`) that `tritonclient.http` uses by default.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::infer::{decode_input, InferRequest, InferResponse};
@@ -12,14 +12,21 @@ use crate::tensor::{JsonElements, TensorData, TensorError};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
+// Parameters are typed structs of the keys infergate acts on (others are
+// accepted and ignored), so no map is built per request and tensor.
 #[derive(Deserialize)]
 struct RequestJson {
     id: Option<String>,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: RequestParams,
     inputs: Vec<InputJson>,
     #[serde(default)]
     outputs: Vec<OutputJson>,
+}
+
+#[derive(Deserialize, Default)]
+struct RequestParams {
+    binary_data_output: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -28,15 +35,26 @@ struct InputJson {
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: InputParams,
     data: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct InputParams {
+    /// Kept as a value so that a wrong type gets an error naming the input.
+    binary_data_size: Option<Value>,
 }
 
 #[derive(Deserialize)]
 struct OutputJson {
     name: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    parameters: OutputParams,
+}
+
+#[derive(Deserialize, Default)]
+struct OutputParams {
+    binary_data: Option<bool>,
 }
 
 /// A decoded request plus how each output is to be sent back.
@@ -72,7 +90,7 @@ pub fn decode_request(
 
     let mut inputs = Vec::with_capacity(parsed.inputs.len());
     for input in parsed.inputs {
-        let binary_size = match input.parameters.get("binary_data_size") {
+        let binary_size = match &input.parameters.binary_data_size {
             None => None,
             Some(v) => Some(v.as_u64().ok_or_else(|| {
                 Error::BadRequest(format!(
@@ -120,12 +138,11 @@ pub fn decode_request(
         )));
     }
 
-    let flag = |params: &Map<String, Value>, key: &str| params.get(key).and_then(Value::as_bool);
-    let binary_default = flag(&parsed.parameters, "binary_data_output").unwrap_or(false);
+    let binary_default = parsed.parameters.binary_data_output.unwrap_or(false);
     let binary_outputs = parsed
         .outputs
         .iter()
-        .map(|o| flag(&o.parameters, "binary_data").unwrap_or(binary_default))
+        .map(|o| o.parameters.binary_data.unwrap_or(binary_default))
         .collect();
     Ok(DecodedRequest {
         request: InferRequest {
