@@ -1,0 +1,109 @@
+//! The Prometheus endpoint on its own port: requests counted by model,
+//! version and status, failures by reason, durations in a histogram.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn requests_failures_and_durations_are_exported() {
+    let repo = repo_with(&["tiny"]);
+    let mut config = infergate::Config::new(repo.path(), ort_lib());
+    config.poll_interval = None;
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listeners = infergate::Listeners::bind(any, any, Some(any))
+        .await
+        .unwrap();
+    let (http, metrics) = (
+        listeners.http.local_addr().unwrap(),
+        listeners.metrics.as_ref().unwrap().local_addr().unwrap(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(infergate::run(config, listeners, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let infer = format!("http://{http}/v2/models/tiny/infer");
+    for _ in 0..200 {
+        if client
+            .get(format!("http://{http}/v2/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let good = json!({ "inputs": [{ "name": "input", "shape": [1, 16], "datatype": "FP32", "data": vec![1.0; 16] }] });
+    let bad = json!({ "inputs": [{ "name": "input", "shape": [1, 15], "datatype": "FP32", "data": vec![1.0; 15] }] });
+    for _ in 0..3 {
+        assert_eq!(
+            client
+                .post(&infer)
+                .json(&good)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        client
+            .post(&infer)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    let text = client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no line starting with {needle} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(r#"infergate_requests_total{model="tiny",version="1",status="ok"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"infergate_requests_total{model="tiny",version="1",status="error"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            r#"infergate_request_failures_total{model="tiny",version="1",reason="invalid_argument"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(r#"infergate_request_duration_seconds_count{model="tiny",version="1"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"infergate_request_duration_seconds_bucket{model="tiny",version="1",le="10"}"#),
+        3.0
+    );
+    assert!(text.contains("# TYPE infergate_request_duration_seconds histogram"));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
