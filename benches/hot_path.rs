@@ -9,25 +9,27 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use infergate::http::codec::{decode_request, encode_response};
 use infergate::infer::{Core, InferRequest, InferResponse};
 use infergate::repository::{Defaults, Repository};
-use infergate::tensor::{DataType, Tensor, TensorData};
+use infergate::tensor::{DataType, Elements, InputTensor, Tensor, TensorData};
 use serde_json::json;
 
 fn rows(n: usize, width: usize) -> Vec<f32> {
     (0..n * width).map(|i| (i % 17) as f32 * 0.5).collect()
 }
 
-fn json_body(n: usize, width: usize) -> Vec<u8> {
+fn json_body(n: usize, width: usize) -> Bytes {
     serde_json::to_vec(&json!({
         "inputs": [{ "name": "input", "shape": [n, width], "datatype": "FP32", "data": rows(n, width) }]
     }))
     .unwrap()
+    .into()
 }
 
-fn binary_body(n: usize, width: usize) -> (Vec<u8>, usize) {
+fn binary_body(n: usize, width: usize) -> (Bytes, usize) {
     let raw: Vec<u8> = rows(n, width)
         .iter()
         .flat_map(|x| x.to_le_bytes())
@@ -39,7 +41,7 @@ fn binary_body(n: usize, width: usize) -> (Vec<u8>, usize) {
     .unwrap();
     let header = body.len();
     body.extend_from_slice(&raw);
-    (body, header)
+    (body.into(), header)
 }
 
 fn codec(c: &mut Criterion) {
@@ -52,8 +54,17 @@ fn codec(c: &mut Criterion) {
             b.iter(|| decode_request("m", None, black_box(body), None).unwrap())
         });
         let (body, header) = binary_body(n, width);
+        // Decoding the header, then the raw rows into the typed buffer (which
+        // the server does when it assembles the run).
         g.bench_with_input(BenchmarkId::new("binary", &label), &body, |b, body| {
-            b.iter(|| decode_request("m", None, black_box(body), Some(header)).unwrap())
+            b.iter(|| {
+                let d = decode_request("m", None, black_box(body), Some(header)).unwrap();
+                d.request
+                    .inputs
+                    .into_iter()
+                    .map(|t| t.data.into_typed())
+                    .collect::<Vec<_>>()
+            })
         });
         let raw = &body[header..];
         g.bench_with_input(BenchmarkId::new("raw_fp32", &label), &raw, |b, raw| {
@@ -135,10 +146,10 @@ fn in_process(c: &mut Criterion) {
             model: model.into(),
             version: None,
             id: None,
-            inputs: vec![Tensor {
+            inputs: vec![InputTensor {
                 name: "input".into(),
                 shape: vec![1, width as i64],
-                data: TensorData::Fp32(rows(1, width)),
+                data: Elements::Typed(TensorData::Fp32(rows(1, width))),
             }],
             outputs: vec![],
         };

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::repository::{ModelVersion, Repository};
-use crate::tensor::{element_count, DataType, Tensor, TensorData, TensorError};
+use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
 use crate::worker::WorkerError;
 
 /// A decoded inference request, whatever protocol it came in on.
@@ -18,7 +18,7 @@ pub struct InferRequest {
     /// `None` or empty: the newest ready version.
     pub version: Option<String>,
     pub id: Option<String>,
-    pub inputs: Vec<Tensor>,
+    pub inputs: Vec<InputTensor>,
     /// Outputs to return, by name; empty: all of them.
     pub outputs: Vec<String>,
 }
@@ -39,8 +39,8 @@ pub fn decode_input(
     name: &str,
     datatype: &str,
     shape: Vec<i64>,
-    decode: impl FnOnce(DataType, usize) -> Result<TensorData, TensorError>,
-) -> Result<Tensor, Error> {
+    decode: impl FnOnce(DataType, usize) -> Result<Elements, TensorError>,
+) -> Result<InputTensor, Error> {
     let invalid = |source| Error::InvalidTensor {
         name: name.to_string(),
         source,
@@ -56,7 +56,7 @@ pub fn decode_input(
             got: data.len(),
         }));
     }
-    Ok(Tensor {
+    Ok(InputTensor {
         name: name.to_string(),
         shape,
         data,

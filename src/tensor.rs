@@ -213,34 +213,14 @@ impl TensorData {
     /// when the datatypes differ.
     pub fn concat(parts: &[&TensorData]) -> Option<TensorData> {
         let first = parts.first()?;
-        let total = parts.iter().map(|p| p.len()).sum();
-        macro_rules! join {
-            ($variant:ident) => {{
-                let mut out = Vec::with_capacity(total);
-                for p in parts {
-                    let TensorData::$variant(v) = p else {
-                        return None;
-                    };
-                    out.extend_from_slice(v);
-                }
-                TensorData::$variant(out)
-            }};
+        let mut out =
+            TensorData::with_capacity(first.datatype(), parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            if !out.extend_from(p) {
+                return None;
+            }
         }
-        Some(match first {
-            TensorData::Bool(_) => join!(Bool),
-            TensorData::Uint8(_) => join!(Uint8),
-            TensorData::Uint16(_) => join!(Uint16),
-            TensorData::Uint32(_) => join!(Uint32),
-            TensorData::Uint64(_) => join!(Uint64),
-            TensorData::Int8(_) => join!(Int8),
-            TensorData::Int16(_) => join!(Int16),
-            TensorData::Int32(_) => join!(Int32),
-            TensorData::Int64(_) => join!(Int64),
-            TensorData::Fp16(_) => join!(Fp16),
-            TensorData::Fp32(_) => join!(Fp32),
-            TensorData::Fp64(_) => join!(Fp64),
-            TensorData::Bytes(_) => join!(Bytes),
-        })
+        Some(out)
     }
 
     /// Cuts a buffer into consecutive pieces of `lengths` elements (a
@@ -314,39 +294,75 @@ impl TensorData {
         let Some(size) = datatype.element_size() else {
             return decode_bytes(raw, elements).map(TensorData::Bytes);
         };
-        let expected = elements.saturating_mul(size);
-        if raw.len() != expected {
-            return Err(TensorError::RawSize {
-                datatype,
-                elements,
-                expected,
-                got: raw.len(),
-            });
+        check_raw_size(datatype, size, raw.len(), elements)?;
+        let mut data = TensorData::with_capacity(datatype, elements);
+        data.extend_from_raw(raw);
+        Ok(data)
+    }
+
+    /// An empty buffer with room for `n` elements.
+    pub fn with_capacity(datatype: DataType, n: usize) -> TensorData {
+        match datatype {
+            DataType::Bool => TensorData::Bool(Vec::with_capacity(n)),
+            DataType::Uint8 => TensorData::Uint8(Vec::with_capacity(n)),
+            DataType::Uint16 => TensorData::Uint16(Vec::with_capacity(n)),
+            DataType::Uint32 => TensorData::Uint32(Vec::with_capacity(n)),
+            DataType::Uint64 => TensorData::Uint64(Vec::with_capacity(n)),
+            DataType::Int8 => TensorData::Int8(Vec::with_capacity(n)),
+            DataType::Int16 => TensorData::Int16(Vec::with_capacity(n)),
+            DataType::Int32 => TensorData::Int32(Vec::with_capacity(n)),
+            DataType::Int64 => TensorData::Int64(Vec::with_capacity(n)),
+            DataType::Fp16 => TensorData::Fp16(Vec::with_capacity(n)),
+            DataType::Fp32 => TensorData::Fp32(Vec::with_capacity(n)),
+            DataType::Fp64 => TensorData::Fp64(Vec::with_capacity(n)),
+            DataType::Bytes => TensorData::Bytes(Vec::with_capacity(n)),
         }
+    }
+
+    /// Decodes raw little-endian elements onto the end of this buffer. The
+    /// length was checked when the raw data was accepted (`Elements::raw`);
+    /// a trailing partial element is ignored. BYTES never arrive here: their
+    /// raw form is decoded when accepted.
+    fn extend_from_raw(&mut self, raw: &[u8]) {
         macro_rules! le {
-            ($t:ty, $variant:ident) => {
-                TensorData::$variant(
-                    raw.chunks_exact(size)
-                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of element size")))
-                        .collect(),
+            ($v:expr, $t:ty) => {
+                $v.extend(
+                    raw.chunks_exact(std::mem::size_of::<$t>())
+                        .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk of element size"))),
                 )
             };
         }
-        Ok(match datatype {
-            DataType::Bool => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
-            DataType::Uint8 => TensorData::Uint8(raw.to_vec()),
-            DataType::Uint16 => le!(u16, Uint16),
-            DataType::Uint32 => le!(u32, Uint32),
-            DataType::Uint64 => le!(u64, Uint64),
-            DataType::Int8 => TensorData::Int8(raw.iter().map(|&b| b as i8).collect()),
-            DataType::Int16 => le!(i16, Int16),
-            DataType::Int32 => le!(i32, Int32),
-            DataType::Int64 => le!(i64, Int64),
-            DataType::Fp16 => le!(f16, Fp16),
-            DataType::Fp32 => le!(f32, Fp32),
-            DataType::Fp64 => le!(f64, Fp64),
-            DataType::Bytes => unreachable!("handled above"),
-        })
+        match self {
+            TensorData::Bool(v) => v.extend(raw.iter().map(|&b| b != 0)),
+            TensorData::Uint8(v) => v.extend_from_slice(raw),
+            TensorData::Uint16(v) => le!(v, u16),
+            TensorData::Uint32(v) => le!(v, u32),
+            TensorData::Uint64(v) => le!(v, u64),
+            TensorData::Int8(v) => v.extend(raw.iter().map(|&b| b as i8)),
+            TensorData::Int16(v) => le!(v, i16),
+            TensorData::Int32(v) => le!(v, i32),
+            TensorData::Int64(v) => le!(v, i64),
+            TensorData::Fp16(v) => le!(v, f16),
+            TensorData::Fp32(v) => le!(v, f32),
+            TensorData::Fp64(v) => le!(v, f64),
+            TensorData::Bytes(_) => unreachable!("BYTES are decoded when accepted"),
+        }
+    }
+
+    /// Appends another buffer of the same datatype; false if they differ.
+    fn extend_from(&mut self, other: &TensorData) -> bool {
+        macro_rules! app {
+            ($($variant:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$variant(a), TensorData::$variant(b)) => a.extend_from_slice(b),)*
+                    _ => return false,
+                }
+            };
+        }
+        app!(
+            Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64, Bytes
+        );
+        true
     }
 
     /// Appends the raw little-endian encoding to `out`.
@@ -468,6 +484,128 @@ impl TensorData {
             }
         })
     }
+}
+
+fn check_raw_size(
+    datatype: DataType,
+    size: usize,
+    got: usize,
+    elements: usize,
+) -> Result<(), TensorError> {
+    let expected = elements.saturating_mul(size);
+    if got != expected {
+        return Err(TensorError::RawSize {
+            datatype,
+            elements,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// An input's elements as they arrived: typed already (JSON, gRPC typed
+/// contents, BYTES), or still the raw little-endian bytes of the wire — a
+/// slice of the received body, not a copy — decoded only when the run is
+/// assembled, straight into the buffer the runtime takes. A request's rows
+/// are thus copied once on the way in, whether they run alone or merged
+/// into a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Elements {
+    Typed(TensorData),
+    Raw {
+        datatype: DataType,
+        bytes: bytes::Bytes,
+        count: usize,
+    },
+}
+
+impl Elements {
+    /// Accepts raw elements, checking their size (BYTES: decoding them,
+    /// since their elements have no fixed size).
+    pub fn raw(
+        datatype: DataType,
+        bytes: bytes::Bytes,
+        count: usize,
+    ) -> Result<Elements, TensorError> {
+        match datatype.element_size() {
+            None => TensorData::from_raw(datatype, &bytes, count).map(Elements::Typed),
+            Some(size) => {
+                check_raw_size(datatype, size, bytes.len(), count)?;
+                Ok(Elements::Raw {
+                    datatype,
+                    bytes,
+                    count,
+                })
+            }
+        }
+    }
+
+    pub fn datatype(&self) -> DataType {
+        match self {
+            Elements::Typed(d) => d.datatype(),
+            Elements::Raw { datatype, .. } => *datatype,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Elements::Typed(d) => d.len(),
+            Elements::Raw { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The typed buffer (decoding raw elements: the one copy).
+    pub fn into_typed(self) -> TensorData {
+        match self {
+            Elements::Typed(d) => d,
+            Elements::Raw {
+                datatype,
+                bytes,
+                count,
+            } => {
+                let mut data = TensorData::with_capacity(datatype, count);
+                data.extend_from_raw(&bytes);
+                data
+            }
+        }
+    }
+
+    /// One buffer holding every part end to end, raw parts decoded straight
+    /// into it. `None` when the datatypes differ.
+    pub fn concat(parts: &[&Elements]) -> Option<TensorData> {
+        let first = parts.first()?;
+        let datatype = first.datatype();
+        let mut out = TensorData::with_capacity(datatype, parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            match p {
+                Elements::Typed(d) => {
+                    if !out.extend_from(d) {
+                        return None;
+                    }
+                }
+                Elements::Raw {
+                    datatype: dt,
+                    bytes,
+                    ..
+                } if *dt == datatype => out.extend_from_raw(bytes),
+                Elements::Raw { .. } => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A request's input: name, shape and elements (see [`Elements`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub data: Elements,
 }
 
 /// Serialises a buffer as a flat JSON array, straight into the output
@@ -693,6 +831,38 @@ mod tests {
         let s = TensorData::Bytes(vec![b"x".to_vec()]);
         assert!(TensorData::concat(&[&s, &TensorData::Int64(vec![1])]).is_none());
         assert_eq!(TensorData::concat(&[&s, &s]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn raw_elements_decode_once_alone_or_merged() {
+        let a: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let raw = Elements::raw(DataType::Fp32, bytes::Bytes::from(a), 2).unwrap();
+        assert_eq!(raw.len(), 2);
+        assert_eq!(raw.clone().into_typed(), TensorData::Fp32(vec![1.5, -2.0]));
+        let typed = Elements::Typed(TensorData::Fp32(vec![7.0]));
+        assert_eq!(
+            Elements::concat(&[&raw, &typed, &raw]).unwrap(),
+            TensorData::Fp32(vec![1.5, -2.0, 7.0, 1.5, -2.0])
+        );
+        let other = Elements::Typed(TensorData::Int64(vec![1]));
+        assert!(Elements::concat(&[&raw, &other]).is_none());
+        assert!(matches!(
+            Elements::raw(DataType::Fp32, bytes::Bytes::from_static(&[0; 7]), 2),
+            Err(TensorError::RawSize {
+                expected: 8,
+                got: 7,
+                ..
+            })
+        ));
+        // BYTES are decoded when accepted.
+        let s = TensorData::Bytes(vec![b"ab".to_vec()]).to_raw();
+        assert!(matches!(
+            Elements::raw(DataType::Bytes, s.into(), 1).unwrap(),
+            Elements::Typed(_)
+        ));
     }
 
     #[test]

@@ -20,10 +20,10 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, BackendError};
 use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
 use crate::repository::registry::VersionStats;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{Elements, InputTensor, Tensor};
 
 struct Job {
-    inputs: Vec<Tensor>,
+    inputs: Vec<InputTensor>,
     /// `None`: runs alone (batching off, or inputs that cannot be merged).
     key: Option<BatchKey>,
     rows: usize,
@@ -145,7 +145,7 @@ impl Worker {
     }
 
     /// Queues the inputs and waits for this request's outputs.
-    pub async fn run(&self, inputs: Vec<Tensor>) -> Result<Ran, WorkerError> {
+    pub async fn run(&self, inputs: Vec<InputTensor>) -> Result<Ran, WorkerError> {
         let (key, rows) = if self.shared.batching {
             batch_key(&inputs)
         } else {
@@ -178,7 +178,7 @@ impl Worker {
 
 /// The merge key and row count of a request: every input must have a first
 /// dimension, the same one.
-fn batch_key(inputs: &[Tensor]) -> (Option<BatchKey>, usize) {
+fn batch_key(inputs: &[InputTensor]) -> (Option<BatchKey>, usize) {
     let Some(rows) = inputs
         .first()
         .and_then(|t| t.shape.first())
@@ -262,7 +262,17 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
     if batch.len() == 1 {
         let job = batch.pop().expect("one job");
         let rows = job.rows;
-        let result = backend.run(job.inputs).map(|outputs| Ran {
+        // Raw inputs are decoded here: the one copy on the way in.
+        let inputs = job
+            .inputs
+            .into_iter()
+            .map(|t| Tensor {
+                name: t.name,
+                shape: t.shape,
+                data: t.data.into_typed(),
+            })
+            .collect();
+        let result = backend.run(inputs).map(|outputs| Ran {
             outputs,
             queue: started - job.enqueued,
             compute: started.elapsed(),
@@ -302,7 +312,7 @@ fn merge(batch: &mut [Job], total: usize) -> Result<Vec<Tensor>, BackendError> {
     let first = &batch[0].inputs;
     let mut merged = Vec::with_capacity(first.len());
     for (i, t) in first.iter().enumerate() {
-        let parts: Vec<&TensorData> = batch
+        let parts: Vec<&Elements> = batch
             .iter()
             .map(|job| {
                 job.inputs
@@ -314,7 +324,8 @@ fn merge(batch: &mut [Job], total: usize) -> Result<Vec<Tensor>, BackendError> {
                     })
             })
             .collect::<Result<_, _>>()?;
-        let data = TensorData::concat(&parts).ok_or_else(|| {
+        // Each request's rows are decoded (or copied) straight into the batch buffer.
+        let data = Elements::concat(&parts).ok_or_else(|| {
             BackendError::Run(format!(
                 "input '{}': datatypes differ within a batch",
                 t.name

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::{Error, ErrorKind};
 use crate::infer::{decode_input, InferRequest};
-use crate::tensor::{DataType, TensorData, TensorError};
+use crate::tensor::{DataType, Elements, TensorData, TensorError};
 use crate::AppState;
 
 /// Generated from `proto/inference.proto`.
@@ -302,13 +302,13 @@ fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
                     )));
                 }
                 decode_input(&input.name, &input.datatype, input.shape, |dt, n| {
-                    TensorData::from_raw(dt, &bytes, n)
+                    Elements::raw(dt, bytes, n)
                 })?
             }
             None => {
                 let contents = input.contents;
                 decode_input(&input.name, &input.datatype, input.shape, |dt, _| {
-                    from_contents(dt, contents)
+                    from_contents(dt, contents).map(Elements::Typed)
                 })?
             }
         };

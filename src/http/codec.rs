@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::infer::{decode_input, InferRequest, InferResponse};
-use crate::tensor::{JsonElements, TensorData, TensorError};
+use bytes::Bytes;
+
+use crate::tensor::{Elements, JsonElements, TensorData, TensorError};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -72,7 +74,7 @@ pub struct DecodedRequest {
 pub fn decode_request(
     model: &str,
     version: Option<&str>,
-    body: &[u8],
+    body: &Bytes,
     header_length: Option<usize>,
 ) -> Result<DecodedRequest, Error> {
     let (header, mut binary) = match header_length {
@@ -82,8 +84,8 @@ pub fn decode_request(
                 body.len()
             )))
         }
-        Some(n) => body.split_at(n),
-        None => (body, &[][..]),
+        Some(n) => (&body[..n], body.slice(n..)),
+        None => (&body[..], Bytes::new()),
     };
     let parsed: RequestJson = serde_json::from_slice(header)
         .map_err(|e| Error::BadRequest(format!("invalid inference request JSON: {e}")))?;
@@ -114,15 +116,15 @@ pub fn decode_request(
                         binary.len()
                     )));
                 }
-                let (raw, rest) = binary.split_at(size);
-                binary = rest;
+                // A slice of the body, not a copy: decoded when the run is assembled.
+                let raw = binary.split_to(size);
                 decode_input(&input.name, &input.datatype, input.shape, |dt, n| {
-                    TensorData::from_raw(dt, raw, n)
+                    Elements::raw(dt, raw, n)
                 })?
             }
             (None, Some(data)) => {
                 decode_input(&input.name, &input.datatype, input.shape, |dt, _| {
-                    TensorData::from_json(dt, &data)
+                    TensorData::from_json(dt, &data).map(Elements::Typed)
                 })?
             }
             (None, None) => decode_input(&input.name, &input.datatype, input.shape, |_, _| {
@@ -262,10 +264,21 @@ mod tests {
         let mut body = head.to_vec();
         body.extend_from_slice(&1.5f32.to_le_bytes());
         body.extend_from_slice(&(-2f32).to_le_bytes());
-        let d = decode_request("m", None, &body, Some(head.len())).unwrap();
+        let d = decode_request("m", None, &Bytes::from(body), Some(head.len())).unwrap();
         assert_eq!(d.request.id.as_deref(), Some("7"));
-        assert_eq!(d.request.inputs[0].data, TensorData::Fp32(vec![1.5, -2.0]));
-        assert_eq!(d.request.inputs[1].data, TensorData::Int64(vec![5]));
+        // The binary input stays a slice of the body until the run is assembled.
+        assert!(matches!(
+            d.request.inputs[0].data,
+            Elements::Raw { count: 2, .. }
+        ));
+        assert_eq!(
+            d.request.inputs[0].data.clone().into_typed(),
+            TensorData::Fp32(vec![1.5, -2.0])
+        );
+        assert_eq!(
+            d.request.inputs[1].data,
+            Elements::Typed(TensorData::Int64(vec![5]))
+        );
         assert_eq!(d.binary_outputs, vec![true]);
     }
 
@@ -274,11 +287,14 @@ mod tests {
         let head = br#"{"inputs":[{"name":"a","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#;
         let mut body = head.to_vec();
         body.extend_from_slice(&[0; 6]);
+        let body = Bytes::from(body);
         let err = decode_request("m", None, &body, Some(head.len())).unwrap_err();
         assert!(err.to_string().contains("2 bytes"), "{err}");
-        let err = decode_request("m", None, &body[..head.len() + 2], Some(head.len())).unwrap_err();
+        let err =
+            decode_request("m", None, &body.slice(..head.len() + 2), Some(head.len())).unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
-        let err = decode_request("m", None, head, Some(head.len() + 1)).unwrap_err();
+        let err =
+            decode_request("m", None, &Bytes::from_static(head), Some(head.len() + 1)).unwrap_err();
         assert!(
             err.to_string().contains("Inference-Header-Content-Length"),
             "{err}"
@@ -288,7 +304,7 @@ mod tests {
     #[test]
     fn element_count_checked_for_json() {
         let body = br#"{"inputs":[{"name":"a","shape":[2,2],"datatype":"FP32","data":[1,2,3]}]}"#;
-        let err = decode_request("m", None, body, None).unwrap_err();
+        let err = decode_request("m", None, &Bytes::from_static(body), None).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("'a'") && text.contains("4 elements") && text.contains("3 were given"),
