@@ -139,11 +139,6 @@ impl Worker {
         self.shared.capacity
     }
 
-    /// Requests waiting (not yet taken by an instance).
-    pub fn queued(&self) -> usize {
-        self.shared.queue.lock().map(|q| q.state.len()).unwrap_or(0)
-    }
-
     /// Queues the inputs and waits for this request's outputs.
     pub async fn run(&self, inputs: Vec<InputTensor>) -> Result<Ran, WorkerError> {
         let (key, rows) = if self.shared.batching {
