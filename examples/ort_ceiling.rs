@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use infergate::backend::onnx::OnnxBackend;
 use infergate::backend::{Backend, LoadOptions};
-use infergate::tensor::{Tensor, TensorData};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -37,33 +36,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     let signature = backend.signature().clone();
     for batch in batches {
-        let inputs: Vec<Tensor> = signature
-            .inputs
-            .iter()
-            .map(|s| {
-                let shape: Vec<i64> = s
-                    .shape
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &d)| {
-                        if d >= 0 {
-                            d
-                        } else if i == 0 {
-                            batch as i64
-                        } else {
-                            1
-                        }
-                    })
-                    .collect();
-                let n = shape.iter().product::<i64>() as usize;
-                let data = TensorData::Fp32((0..n).map(|i| (i % 13) as f32 / 13.0).collect());
-                Tensor {
-                    name: s.name.clone(),
-                    shape,
-                    data,
-                }
-            })
-            .collect();
+        let inputs = signature.zero_inputs(batch);
         // Warm up, then time runs until `seconds` have passed.
         for _ in 0..3 {
             backend.run(inputs.clone())?;

@@ -12,7 +12,7 @@ pub mod onnx;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{DataType, Tensor, TensorData};
 
 /// Name, datatype and shape of one model input or output; `-1` marks a
 /// dimension of any size.
@@ -37,6 +37,33 @@ impl Signature {
 
     pub fn output(&self, name: &str) -> Option<&TensorSpec> {
         self.outputs.iter().find(|t| t.name == name)
+    }
+
+    /// Zero-filled inputs (empty strings for BYTES): `rows` for a variable
+    /// first dimension, 1 for any other variable one. What a warm-up or a
+    /// timing loop sends.
+    pub fn zero_inputs(&self, rows: usize) -> Vec<Tensor> {
+        self.inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<i64> = spec
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match d {
+                        d if d >= 0 => d,
+                        _ if i == 0 => rows as i64,
+                        _ => 1,
+                    })
+                    .collect();
+                let n = shape.iter().product::<i64>().max(0) as usize;
+                Tensor {
+                    name: spec.name.clone(),
+                    shape,
+                    data: TensorData::zeros(spec.datatype, n),
+                }
+            })
+            .collect()
     }
 }
 

@@ -19,7 +19,6 @@ use tokio::sync::Mutex;
 
 use crate::backend::{self, LoadOptions};
 use crate::error::Error;
-use crate::tensor::{Tensor, TensorData};
 use crate::worker::Worker;
 use config::{ModelConfig, VersionPolicy};
 pub use registry::{
@@ -405,23 +404,7 @@ fn warm_up(
     backend: &mut dyn backend::Backend,
     signature: &crate::backend::Signature,
 ) -> Result<(), String> {
-    let inputs = signature
-        .inputs
-        .iter()
-        .map(|spec| {
-            let shape: Vec<i64> = spec
-                .shape
-                .iter()
-                .map(|&d| if d < 0 { 1 } else { d })
-                .collect();
-            let n = shape.iter().product::<i64>().max(0) as usize;
-            Tensor {
-                name: spec.name.clone(),
-                shape,
-                data: TensorData::zeros(spec.datatype, n),
-            }
-        })
-        .collect();
+    let inputs = signature.zero_inputs(1);
     let outputs = backend
         .run(inputs)
         .map_err(|e| format!("warm-up inference failed: {e}"))?;
