@@ -119,6 +119,7 @@ impl Core {
         // inference thread) until this request is answered, even if it is
         // swapped out meanwhile.
         let model = self.resolve(&request.model, request.version.as_deref())?;
+        let _inflight = model.metrics.start();
         let started = Instant::now();
         let result = self.run(&model, request).await;
         let took = started.elapsed();
@@ -163,6 +164,7 @@ impl Core {
         stats.queue.record(ran.queue);
         stats.compute_infer.record(ran.compute);
         stats.inference_count.fetch_add(batch, Ordering::Relaxed);
+        model.metrics.ran(batch, ran.queue, ran.compute);
 
         let outputs = if request.outputs.is_empty() {
             ran.outputs

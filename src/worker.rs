@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError};
 use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
+use crate::monitor::WorkerMetrics;
 use crate::repository::registry::VersionStats;
 use crate::tensor::{Elements, InputTensor, Tensor};
 
@@ -87,6 +88,7 @@ struct Shared {
     batching: bool,
     capacity: usize,
     stats: Arc<VersionStats>,
+    metrics: WorkerMetrics,
 }
 
 /// A handle to a model version's queue and inference threads.
@@ -113,6 +115,7 @@ impl Worker {
         batching: bool,
         capacity: usize,
         stats: Arc<VersionStats>,
+        metrics: WorkerMetrics,
     ) -> std::io::Result<Worker> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -125,6 +128,7 @@ impl Worker {
             batching,
             capacity: capacity.max(1),
             stats,
+            metrics,
         });
         for (i, backend) in backends.into_iter().enumerate() {
             let shared = shared.clone();
@@ -162,6 +166,10 @@ impl Worker {
                 enqueued: Instant::now(),
                 reply,
             });
+            self.shared
+                .metrics
+                .queue_depth
+                .set(queue.state.len() as f64);
             queue.idle > 0
         };
         if wake {
@@ -215,6 +223,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
         let now = Instant::now();
         match queue.state.next(now, &shared.policy) {
             Decision::Run(batch) => {
+                shared.metrics.queue_depth.set(queue.state.len() as f64);
                 // Another idle instance may take what is left.
                 if !queue.state.is_empty() && queue.idle > 0 {
                     shared.ready.notify_one();
@@ -254,6 +263,8 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
 fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
     let started = Instant::now();
     shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
+    let run_rows: usize = batch.iter().map(|j| j.rows.max(1)).sum();
+    shared.metrics.batch_size.record(run_rows as f64);
     if batch.len() == 1 {
         let job = batch.pop().expect("one job");
         let rows = job.rows;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn requests_failures_and_durations_are_exported() {
-    let repo = repo_with(&["tiny"]);
+    let repo = repo_with(&["tiny", "digits"]);
     let mut config = infergate::Config::new(repo.path(), ort_lib());
     config.poll_interval = None;
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -104,6 +104,64 @@ async fn requests_failures_and_durations_are_exported() {
         3.0
     );
     assert!(text.contains("# TYPE infergate_request_duration_seconds histogram"));
+    // Rows, runs, queue and compute time, gauges back at rest.
+    assert_eq!(
+        value(r#"infergate_inferences_total{model="tiny",version="1"}"#),
+        3.0
+    );
+    // Three runs: the bad request never reached the queue, the warm-up bypasses it.
+    assert_eq!(
+        value(r#"infergate_batch_size_count{model="tiny",version="1"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"infergate_queue_duration_seconds_count{model="tiny",version="1"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"infergate_compute_duration_seconds_count{model="tiny",version="1"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"infergate_inflight_requests{model="tiny",version="1"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(r#"infergate_queue_depth{model="tiny",version="1"}"#),
+        0.0
+    );
+    // Model facts, from the files and their training metadata.
+    let meta: serde_json::Value = client
+        .get(format!("http://{http}/v2/models/digits/versions/2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = meta["parameters"]["sha256"].as_str().unwrap();
+    assert_eq!(
+        value(&format!(
+            r#"infergate_model_info{{model="digits",version="2",sha256="{sha}",backend="onnxruntime_onnx"}}"#
+        )),
+        1.0
+    );
+    let accuracy: f64 = meta["parameters"]["properties"]["heldout_accuracy"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        value(r#"infergate_model_training_accuracy{model="digits",version="2"}"#),
+        accuracy
+    );
+    assert!(value(r#"infergate_model_age_days{model="digits",version="2"}"#) >= 0.0);
+    assert!(
+        value(r#"infergate_model_loaded_timestamp_seconds{model="digits",version="1"}"#) > 1.7e9
+    );
+    // The process itself.
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(text.contains("process_cpu_seconds_total"));
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

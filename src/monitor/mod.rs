@@ -13,8 +13,22 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub const REQUESTS: &str = "infergate_requests_total";
+pub const INFERENCES: &str = "infergate_inferences_total";
 pub const REQUEST_FAILURES: &str = "infergate_request_failures_total";
 pub const REQUEST_DURATION: &str = "infergate_request_duration_seconds";
+pub const QUEUE_DURATION: &str = "infergate_queue_duration_seconds";
+pub const COMPUTE_DURATION: &str = "infergate_compute_duration_seconds";
+pub const BATCH_SIZE: &str = "infergate_batch_size";
+pub const INFLIGHT: &str = "infergate_inflight_requests";
+pub const QUEUE_DEPTH: &str = "infergate_queue_depth";
+pub const MODEL_INFO: &str = "infergate_model_info";
+pub const MODEL_LOADED: &str = "infergate_model_loaded_timestamp_seconds";
+pub const MODEL_AGE: &str = "infergate_model_age_days";
+pub const MODEL_ACCURACY: &str = "infergate_model_training_accuracy";
+pub const MODEL_TRAINING_DURATION: &str = "infergate_model_training_duration_seconds";
+
+/// Rows per model run.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// 50 µs to 10 s, roughly ×2.5 apart.
 const DURATION_BUCKETS: &[f64] = &[
@@ -23,6 +37,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// CPU, resident memory, threads, open file descriptors: read from /proc
+/// when /metrics is scraped.
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Installs the process-wide recorder once (tests start many servers in one
 /// process) and describes every metric.
@@ -32,27 +49,79 @@ pub fn install() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+                .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding
             // program's); then ours only renders what it records itself.
             let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!(
-                REQUESTS,
-                "Inference requests, by model, version and status."
-            );
-            metrics::describe_counter!(
-                REQUEST_FAILURES,
-                "Failed inference requests, by model and reason."
-            );
-            metrics::describe_histogram!(
-                REQUEST_DURATION,
-                metrics::Unit::Seconds,
-                "Time from a decoded request to its answer, by model and version."
-            );
+            describe();
             handle
         })
         .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS,
+        "Inference requests, by model, version and status."
+    );
+    describe_counter!(
+        INFERENCES,
+        "Inferences (batch rows) answered, by model and version."
+    );
+    describe_counter!(
+        REQUEST_FAILURES,
+        "Failed inference requests, by model, version and reason."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "From a decoded request to its answer."
+    );
+    describe_histogram!(
+        QUEUE_DURATION,
+        Unit::Seconds,
+        "Time a request waited for an inference thread."
+    );
+    describe_histogram!(
+        COMPUTE_DURATION,
+        Unit::Seconds,
+        "Time of the model run a request was part of."
+    );
+    describe_histogram!(
+        BATCH_SIZE,
+        "Rows per model run (dynamic batching merges requests)."
+    );
+    describe_gauge!(INFLIGHT, "Requests being answered now.");
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting for an inference thread.");
+    describe_gauge!(
+        MODEL_INFO,
+        "1 for every loaded model version (0 once unloaded), with its file's sha256 and backend."
+    );
+    describe_gauge!(
+        MODEL_LOADED,
+        Unit::Seconds,
+        "When the version was loaded, seconds since the epoch."
+    );
+    describe_gauge!(
+        MODEL_AGE,
+        "Days since the version was trained (its trained_at metadata)."
+    );
+    describe_gauge!(
+        MODEL_ACCURACY,
+        "Held-out accuracy recorded at training time."
+    );
+    describe_gauge!(
+        MODEL_TRAINING_DURATION,
+        Unit::Seconds,
+        "How long training took."
+    );
+    PROCESS
+        .get_or_init(metrics_process::Collector::default)
+        .describe();
 }
 
 /// The metric handles of one model version, registered once when it loads
@@ -64,10 +133,40 @@ pub struct VersionMetrics {
     /// By `ErrorKind::as_str()`.
     failures: [(&'static str, metrics::Counter); 4],
     duration: metrics::Histogram,
+    inferences: metrics::Counter,
+    queue: metrics::Histogram,
+    compute: metrics::Histogram,
+    inflight: metrics::Gauge,
+    info: metrics::Gauge,
+    age_days: metrics::Gauge,
+    /// Seconds since the epoch, from the model's `trained_at`.
+    trained_at: Option<f64>,
+    /// For the inference threads.
+    pub worker: WorkerMetrics,
+}
+
+/// What the inference threads record: per run, not per request.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    pub batch_size: metrics::Histogram,
+    pub queue_depth: metrics::Gauge,
+}
+
+fn epoch_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl VersionMetrics {
-    pub fn new(model: &str, version: u64) -> VersionMetrics {
+    /// Registers the version's metrics and publishes its facts (sha256,
+    /// backend, load time, training metadata from the model file).
+    pub fn new(
+        model: &str,
+        version: u64,
+        backend: &'static str,
+        sha256: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> VersionMetrics {
         let (m, v) = (model.to_string(), version.to_string());
         let failure = |reason: &'static str| {
             (
@@ -76,7 +175,23 @@ impl VersionMetrics {
             )
         };
         use crate::error::ErrorKind as K;
-        VersionMetrics {
+        let fact = |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone());
+        let number = |key: &str| properties.get(key).and_then(|x| x.parse::<f64>().ok());
+        let info = metrics::gauge!(MODEL_INFO, "model" => m.clone(), "version" => v.clone(),
+            "sha256" => sha256.to_string(), "backend" => backend);
+        info.set(1.0);
+        fact(MODEL_LOADED).set(epoch_seconds(std::time::SystemTime::now()));
+        if let Some(a) = number("heldout_accuracy") {
+            fact(MODEL_ACCURACY).set(a);
+        }
+        if let Some(t) = number("training_seconds") {
+            fact(MODEL_TRAINING_DURATION).set(t);
+        }
+        let trained_at = properties
+            .get("trained_at")
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .map(epoch_seconds);
+        let metrics = VersionMetrics {
             ok: metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "status" => "ok"),
             failed: metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "status" => "error"),
             failures: [
@@ -85,8 +200,43 @@ impl VersionMetrics {
                 failure(K::Unavailable.as_str()),
                 failure(K::Internal.as_str()),
             ],
-            duration: metrics::histogram!(REQUEST_DURATION, "model" => m, "version" => v),
+            duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone(), "version" => v.clone()),
+            inferences: metrics::counter!(INFERENCES, "model" => m.clone(), "version" => v.clone()),
+            queue: metrics::histogram!(QUEUE_DURATION, "model" => m.clone(), "version" => v.clone()),
+            compute: metrics::histogram!(COMPUTE_DURATION, "model" => m.clone(), "version" => v.clone()),
+            inflight: fact(INFLIGHT),
+            info,
+            age_days: fact(MODEL_AGE),
+            trained_at,
+            worker: WorkerMetrics {
+                batch_size: metrics::histogram!(BATCH_SIZE, "model" => m.clone(), "version" => v.clone()),
+                queue_depth: fact(QUEUE_DEPTH),
+            },
+        };
+        metrics.refresh_age();
+        metrics
+    }
+
+    /// Sets the model's age in days from its `trained_at` (called at load
+    /// and on every repository poll).
+    pub fn refresh_age(&self) {
+        if let Some(t) = self.trained_at {
+            self.age_days
+                .set((epoch_seconds(std::time::SystemTime::now()) - t) / 86_400.0);
         }
+    }
+
+    /// A request entered the core; the guard counts it out however it ends.
+    pub fn start(&self) -> InflightGuard<'_> {
+        self.inflight.increment(1.0);
+        InflightGuard(&self.inflight)
+    }
+
+    /// A request was answered by a run: its rows, queue and run time.
+    pub fn ran(&self, rows: u64, queue: Duration, compute: Duration) {
+        self.inferences.increment(rows);
+        self.queue.record(queue);
+        self.compute.record(compute);
     }
 
     /// Records one finished request; `failure` is an `ErrorKind` string.
@@ -106,6 +256,24 @@ impl VersionMetrics {
     }
 }
 
+impl Drop for VersionMetrics {
+    fn drop(&mut self) {
+        // The version is gone: its series stay (Prometheus keeps history)
+        // but say so.
+        self.info.set(0.0);
+        self.inflight.set(0.0);
+        self.worker.queue_depth.set(0.0);
+    }
+}
+
+pub struct InflightGuard<'a>(&'a metrics::Gauge);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// `GET /metrics` (any path, in fact) on the metrics port.
 pub async fn serve(
     listener: TcpListener,
@@ -119,6 +287,9 @@ pub async fn serve(
                 let handle = handle.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_req| {
+                        if let Some(process) = PROCESS.get() {
+                            process.collect();
+                        }
                         let body = handle.render();
                         async move {
                             let mut r = Response::new(Full::new(Bytes::from(body)));

@@ -95,6 +95,9 @@ impl Repository {
             };
             table.models.insert(name, entry);
         }
+        for entry in table.models.values() {
+            entry.ready_versions().for_each(|v| v.metrics.refresh_age());
+        }
         for (name, entry) in &current.models {
             if !table.models.contains_key(name) {
                 tracing::info!(model = %name, versions = entry.versions.len(), "model removed from the repository; unloading");
@@ -371,6 +374,8 @@ fn load_version_blocking(
     }
     let capacity = config.queue_capacity.unwrap_or(defaults.queue_capacity);
     let stats = Arc::new(VersionStats::default());
+    let metrics =
+        crate::monitor::VersionMetrics::new(name, version, platform, &sha256, &properties);
     let worker = Worker::spawn(
         &format!("{name}-{version}"),
         backends,
@@ -380,6 +385,7 @@ fn load_version_blocking(
         batching.is_some(),
         capacity,
         stats.clone(),
+        metrics.worker.clone(),
     )
     .map_err(|e| format!("cannot start the inference threads: {e}"))?;
     Ok(ModelVersion {
@@ -393,7 +399,7 @@ fn load_version_blocking(
         worker,
         stats,
         batching,
-        metrics: crate::monitor::VersionMetrics::new(name, version),
+        metrics,
     })
 }
 
