@@ -260,7 +260,13 @@ def export_digits():
 
     write_text(
         "models/digits/config.toml",
-        '# digits: serve every version found on disk (1 and 2)\nversion_policy = "all"\n',
+        '# digits: serve every version found on disk (1 and 2)\nversion_policy = "all"\n'
+        "\n"
+        "# The input schema: 8x8 images of pixel intensities 0..16, never NaN/Inf.\n"
+        "[schema.input]\n"
+        "min = 0\n"
+        "max = 16\n"
+        'nan = "reject"\n',
     )
 
     feats = compact_rows(X_te.astype(np.float32), lambda v: repr(float(v)))

@@ -65,6 +65,16 @@ pub enum Error {
         known: String,
     },
 
+    #[error("input '{input}': feature {feature} of row {row} is {value}, which breaks the schema rule {rule} ({bound})")]
+    SchemaViolation {
+        input: String,
+        feature: usize,
+        row: usize,
+        rule: &'static str,
+        value: f64,
+        bound: String,
+    },
+
     #[error("bad request: {0}")]
     BadRequest(String),
 
@@ -128,6 +138,7 @@ impl Error {
             | Error::MissingInput { .. }
             | Error::UnknownInput { .. }
             | Error::UnknownOutput { .. }
+            | Error::SchemaViolation { .. }
             | Error::BadRequest(_)
             | Error::LoadFailed { .. } => ErrorKind::InvalidArgument,
             Error::VersionUnavailable { .. }

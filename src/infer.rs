@@ -242,6 +242,21 @@ fn validate(model: &ModelVersion, request: &InferRequest) -> Result<u64, Error> 
             }
         }
     }
+    if let Some(schema) = &model.schema {
+        schema.check(&request.inputs).map_err(|v| {
+            metrics::counter!(crate::monitor::VALIDATION_FAILURES,
+                "model" => model.model.clone(), "input" => v.input.clone(), "rule" => v.rule)
+            .increment(1);
+            Error::SchemaViolation {
+                input: v.input,
+                feature: v.feature,
+                row: v.row,
+                rule: v.rule,
+                value: v.value,
+                bound: v.bound,
+            }
+        })?;
+    }
     for spec in &sig.inputs {
         if !request.inputs.iter().any(|t| t.name == spec.name) {
             return Err(Error::MissingInput {

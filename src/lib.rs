@@ -19,6 +19,7 @@ pub mod http;
 pub mod infer;
 pub mod monitor;
 pub mod repository;
+pub mod schema;
 pub mod tensor;
 pub mod worker;
 

@@ -668,3 +668,48 @@ async fn bytes_an_onnx_string_cannot_hold_are_a_client_error() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_digits_schema_refuses_out_of_range_pixels() {
+    let s = server(&["digits"]).await;
+    let mut row = vec![16.0f32; 64];
+    let ok = json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": row }] });
+    assert_eq!(s.post("/v2/models/digits/infer", &ok).await.0, 200);
+    row[5] = 17.0;
+    expect_error(
+        &s,
+        "/v2/models/digits/versions/1/infer",
+        &json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": row }] }),
+        400,
+        &["'input'", "feature 5", "row 0", "17", "max", "<= 16"],
+    )
+    .await;
+    row[5] = -0.5;
+    expect_error(
+        &s,
+        "/v2/models/digits/infer",
+        &json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": row }] }),
+        400,
+        &["feature 5", "min", ">= 0"],
+    )
+    .await;
+    // NaN can only travel raw: through the binary extension, second row.
+    let mut raw: Vec<u8> = vec![1.0f32; 128]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    raw[(64 + 9) * 4..(64 + 10) * 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let header = json!({ "inputs": [{ "name": "input", "shape": [2, 64], "datatype": "FP32",
+                                       "parameters": { "binary_data_size": raw.len() } }] });
+    let r = post_binary(&s, "/v2/models/digits/infer", &header, &raw).await;
+    assert_eq!(r.status(), 400);
+    let msg = r.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("feature 9 of row 1") && msg.contains("nan"),
+        "{msg}"
+    );
+    s.stop().await;
+}

@@ -63,6 +63,18 @@ async fn requests_failures_and_durations_are_exported() {
         400
     );
 
+    // One request against the digits schema (pixels 0..16).
+    let too_bright = json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![99.0; 64] }] });
+    let r = client
+        .post(format!("http://{http}/v2/models/digits/infer"))
+        .json(&too_bright)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("schema rule max"), "{body}");
+
     let text = client
         .get(format!("http://{metrics}/metrics"))
         .send()
@@ -158,6 +170,10 @@ async fn requests_failures_and_durations_are_exported() {
     assert!(value(r#"infergate_model_age_days{model="digits",version="2"}"#) >= 0.0);
     assert!(
         value(r#"infergate_model_loaded_timestamp_seconds{model="digits",version="1"}"#) > 1.7e9
+    );
+    assert_eq!(
+        value(r#"infergate_validation_failures_total{model="digits",input="input",rule="max"}"#),
+        1.0
     );
     // The process itself.
     assert!(value("process_resident_memory_bytes") > 1e6);

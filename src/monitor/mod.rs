@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub const REQUESTS: &str = "infergate_requests_total";
 pub const INFERENCES: &str = "infergate_inferences_total";
 pub const REQUEST_FAILURES: &str = "infergate_request_failures_total";
+pub const VALIDATION_FAILURES: &str = "infergate_validation_failures_total";
 pub const REQUEST_DURATION: &str = "infergate_request_duration_seconds";
 pub const QUEUE_DURATION: &str = "infergate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "infergate_compute_duration_seconds";
@@ -71,6 +72,10 @@ fn describe() {
     describe_counter!(
         INFERENCES,
         "Inferences (batch rows) answered, by model and version."
+    );
+    describe_counter!(
+        VALIDATION_FAILURES,
+        "Requests refused by the input schema, by model, input and rule."
     );
     describe_counter!(
         REQUEST_FAILURES,

@@ -71,6 +71,9 @@ pub struct ModelConfig {
     pub max_queue_delay_us: Option<u64>,
     /// Model instances (each its own session and thread). Default 1.
     pub instances: Option<usize>,
+    /// Input schema rules, by input name (see `schema.rs`).
+    #[serde(default)]
+    pub schema: std::collections::BTreeMap<String, crate::schema::InputRules>,
     #[serde(default)]
     pub inputs: Vec<TensorOverride>,
     #[serde(default)]

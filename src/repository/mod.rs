@@ -356,6 +356,8 @@ fn load_version_blocking(
     let batching = config
         .batching(&signature)
         .map_err(|e| format!("config.toml: {e}"))?;
+    let schema = crate::schema::Schema::compile(&config.schema, &signature)
+        .map_err(|e| format!("config.toml: {e}"))?;
     let sha256 = backend::model_file(dir)
         .and_then(|p| std::fs::read(p).ok())
         .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
@@ -399,6 +401,7 @@ fn load_version_blocking(
         worker,
         stats,
         batching,
+        schema: (!schema.is_empty()).then_some(schema),
         metrics,
     })
 }

@@ -32,6 +32,8 @@ pub struct ModelVersion {
     /// Shared with the inference threads, which count executions.
     pub stats: Arc<VersionStats>,
     pub metrics: crate::monitor::VersionMetrics,
+    /// Input rules checked on every request, when the model has any.
+    pub schema: Option<crate::schema::Schema>,
     /// Whether requests are merged into batches, and how.
     pub batching: Option<crate::batcher::Policy>,
 }
