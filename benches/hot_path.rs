@@ -143,6 +143,7 @@ fn in_process(c: &mut Criterion) {
     let mut g = c.benchmark_group("infer_in_process");
     for (model, width) in [("tiny", 16usize), ("digits", 64)] {
         let request = InferRequest {
+            transport: infergate::infer::Transport::Http,
             model: model.into(),
             version: None,
             id: None,

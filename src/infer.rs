@@ -11,9 +11,30 @@ use crate::repository::{ModelVersion, Repository};
 use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
 use crate::worker::WorkerError;
 
+/// Which adapter a request came through: a metric label, nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Grpc,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// A decoded inference request, whatever protocol it came in on.
 #[derive(Debug, Clone)]
 pub struct InferRequest {
+    pub transport: Transport,
     pub model: String,
     /// `None` or empty: the newest ready version.
     pub version: Option<String>,
@@ -119,6 +140,7 @@ impl Core {
         // inference thread) until this request is answered, even if it is
         // swapped out meanwhile.
         let model = self.resolve(&request.model, request.version.as_deref())?;
+        let transport = request.transport;
         let _inflight = model.metrics.start();
         let started = Instant::now();
         let result = self.run(&model, request).await;
@@ -130,7 +152,7 @@ impl Core {
             Err(_) => stats.fail.record(took),
         }
         let failure = result.as_ref().err().map(|e| e.kind().as_str());
-        model.metrics.record(took, failure);
+        model.metrics.record(transport, took, failure);
         result
     }
 

@@ -17,6 +17,7 @@ async fn requests_failures_and_durations_are_exported() {
     let listeners = infergate::Listeners::bind(any, any, Some(any))
         .await
         .unwrap();
+    let grpc = listeners.grpc.local_addr().unwrap();
     let (http, metrics) = (
         listeners.http.local_addr().unwrap(),
         listeners.metrics.as_ref().unwrap().local_addr().unwrap(),
@@ -63,6 +64,31 @@ async fn requests_failures_and_durations_are_exported() {
         400
     );
 
+    // One over gRPC: counted under its own protocol label.
+    let mut grpc_client =
+        infergate::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
+            format!("http://{grpc}"),
+        )
+        .await
+        .unwrap();
+    grpc_client
+        .model_infer(infergate::grpc::pb::ModelInferRequest {
+            model_name: "tiny".into(),
+            inputs: vec![infergate::grpc::pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![2, 16],
+                parameters: Default::default(),
+                contents: Some(infergate::grpc::pb::InferTensorContents {
+                    fp32_contents: vec![0.5; 32],
+                    ..Default::default()
+                }),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
     // One request against the digits schema (pixels 0..16).
     let too_bright = json!({ "inputs": [{ "name": "input", "shape": [1, 64], "datatype": "FP32", "data": vec![99.0; 64] }] });
     let r = client
@@ -94,45 +120,56 @@ async fn requests_failures_and_durations_are_exported() {
             .unwrap()
     };
     assert_eq!(
-        value(r#"infergate_requests_total{model="tiny",version="1",status="ok"}"#),
+        value(r#"infergate_requests_total{model="tiny",version="1",protocol="http",status="ok"}"#),
         3.0
     );
     assert_eq!(
-        value(r#"infergate_requests_total{model="tiny",version="1",status="error"}"#),
-        1.0
-    );
-    assert_eq!(
         value(
-            r#"infergate_request_failures_total{model="tiny",version="1",reason="invalid_argument"}"#
+            r#"infergate_requests_total{model="tiny",version="1",protocol="http",status="error"}"#
         ),
         1.0
     );
     assert_eq!(
-        value(r#"infergate_request_duration_seconds_count{model="tiny",version="1"}"#),
+        value(
+            r#"infergate_request_failures_total{model="tiny",version="1",protocol="http",reason="invalid_argument"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            r#"infergate_request_duration_seconds_count{model="tiny",version="1",protocol="http"}"#
+        ),
         3.0
     );
     assert_eq!(
-        value(r#"infergate_request_duration_seconds_bucket{model="tiny",version="1",le="10"}"#),
+        value(
+            r#"infergate_request_duration_seconds_bucket{model="tiny",version="1",protocol="http",le="10"}"#
+        ),
         3.0
     );
     assert!(text.contains("# TYPE infergate_request_duration_seconds histogram"));
+    assert_eq!(
+        value(r#"infergate_requests_total{model="tiny",version="1",protocol="grpc",status="ok"}"#),
+        1.0
+    );
     // Rows, runs, queue and compute time, gauges back at rest.
+    // Three one-row HTTP requests and one two-row gRPC request.
     assert_eq!(
         value(r#"infergate_inferences_total{model="tiny",version="1"}"#),
-        3.0
+        5.0
     );
-    // Three runs: the bad request never reached the queue, the warm-up bypasses it.
+    // Four runs (three HTTP, one gRPC): the bad request never reached the queue, the warm-up bypasses it.
     assert_eq!(
         value(r#"infergate_batch_size_count{model="tiny",version="1"}"#),
-        3.0
+        4.0
     );
     assert_eq!(
         value(r#"infergate_queue_duration_seconds_count{model="tiny",version="1"}"#),
-        3.0
+        4.0
     );
     assert_eq!(
         value(r#"infergate_compute_duration_seconds_count{model="tiny",version="1"}"#),
-        3.0
+        4.0
     );
     assert_eq!(
         value(r#"infergate_inflight_requests{model="tiny",version="1"}"#),

@@ -317,6 +317,7 @@ fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
     let version = (!req.model_version.is_empty()).then_some(req.model_version);
     let id = (!req.id.is_empty()).then_some(req.id);
     Ok(InferRequest {
+        transport: crate::infer::Transport::Grpc,
         model: req.model_name,
         version,
         id,

@@ -9,6 +9,8 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::infer::Transport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -133,11 +135,8 @@ fn describe() {
 /// so that recording a request is a few atomic adds: no label strings to
 /// build, no registry look-up, no lock on the request path.
 pub struct VersionMetrics {
-    ok: metrics::Counter,
-    failed: metrics::Counter,
-    /// By `ErrorKind::as_str()`.
-    failures: [(&'static str, metrics::Counter); 4],
-    duration: metrics::Histogram,
+    /// Indexed by `Transport::index()`.
+    by_transport: [TransportMetrics; 2],
     inferences: metrics::Counter,
     queue: metrics::Histogram,
     compute: metrics::Histogram,
@@ -148,6 +147,39 @@ pub struct VersionMetrics {
     trained_at: Option<f64>,
     /// For the inference threads.
     pub worker: WorkerMetrics,
+}
+
+/// Request outcomes through one transport.
+struct TransportMetrics {
+    ok: metrics::Counter,
+    failed: metrics::Counter,
+    /// By `ErrorKind::as_str()`.
+    failures: [(&'static str, metrics::Counter); 4],
+    duration: metrics::Histogram,
+}
+
+impl TransportMetrics {
+    fn new(m: &str, v: &str, transport: Transport) -> TransportMetrics {
+        use crate::error::ErrorKind as K;
+        let p = transport.as_str();
+        let failure = |reason: &'static str| {
+            (
+                reason,
+                metrics::counter!(REQUEST_FAILURES, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "reason" => reason),
+            )
+        };
+        TransportMetrics {
+            ok: metrics::counter!(REQUESTS, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "status" => "ok"),
+            failed: metrics::counter!(REQUESTS, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "status" => "error"),
+            failures: [
+                failure(K::NotFound.as_str()),
+                failure(K::InvalidArgument.as_str()),
+                failure(K::Unavailable.as_str()),
+                failure(K::Internal.as_str()),
+            ],
+            duration: metrics::histogram!(REQUEST_DURATION, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p),
+        }
+    }
 }
 
 /// What the inference threads record: per run, not per request.
@@ -173,13 +205,6 @@ impl VersionMetrics {
         properties: &std::collections::BTreeMap<String, String>,
     ) -> VersionMetrics {
         let (m, v) = (model.to_string(), version.to_string());
-        let failure = |reason: &'static str| {
-            (
-                reason,
-                metrics::counter!(REQUEST_FAILURES, "model" => m.clone(), "version" => v.clone(), "reason" => reason),
-            )
-        };
-        use crate::error::ErrorKind as K;
         let fact = |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone());
         let number = |key: &str| properties.get(key).and_then(|x| x.parse::<f64>().ok());
         let info = metrics::gauge!(MODEL_INFO, "model" => m.clone(), "version" => v.clone(),
@@ -197,15 +222,8 @@ impl VersionMetrics {
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .map(epoch_seconds);
         let metrics = VersionMetrics {
-            ok: metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "status" => "ok"),
-            failed: metrics::counter!(REQUESTS, "model" => m.clone(), "version" => v.clone(), "status" => "error"),
-            failures: [
-                failure(K::NotFound.as_str()),
-                failure(K::InvalidArgument.as_str()),
-                failure(K::Unavailable.as_str()),
-                failure(K::Internal.as_str()),
-            ],
-            duration: metrics::histogram!(REQUEST_DURATION, "model" => m.clone(), "version" => v.clone()),
+            by_transport: [Transport::Http, Transport::Grpc]
+                .map(|t| TransportMetrics::new(&m, &v, t)),
             inferences: metrics::counter!(INFERENCES, "model" => m.clone(), "version" => v.clone()),
             queue: metrics::histogram!(QUEUE_DURATION, "model" => m.clone(), "version" => v.clone()),
             compute: metrics::histogram!(COMPUTE_DURATION, "model" => m.clone(), "version" => v.clone()),
@@ -245,15 +263,16 @@ impl VersionMetrics {
     }
 
     /// Records one finished request; `failure` is an `ErrorKind` string.
-    pub fn record(&self, took: Duration, failure: Option<&'static str>) {
+    pub fn record(&self, transport: Transport, took: Duration, failure: Option<&'static str>) {
+        let t = &self.by_transport[transport.index()];
         match failure {
             None => {
-                self.ok.increment(1);
-                self.duration.record(took);
+                t.ok.increment(1);
+                t.duration.record(took);
             }
             Some(reason) => {
-                self.failed.increment(1);
-                if let Some((_, c)) = self.failures.iter().find(|(r, _)| *r == reason) {
+                t.failed.increment(1);
+                if let Some((_, c)) = t.failures.iter().find(|(r, _)| *r == reason) {
                     c.increment(1);
                 }
             }
