@@ -103,13 +103,20 @@ fn codec(c: &mut Criterion) {
 fn batching(c: &mut Criterion) {
     let mut g = c.benchmark_group("batch");
     for n in [8usize, 64] {
-        let parts: Vec<TensorData> = (0..n).map(|_| TensorData::Fp32(rows(1, 64))).collect();
-        let refs: Vec<&TensorData> = parts.iter().collect();
+        // Raw rows, as the binary encodings deliver them: decoded straight
+        // into the batch buffer, as the inference thread does.
+        let parts: Vec<Elements> = (0..n)
+            .map(|_| {
+                let raw: Vec<u8> = rows(1, 64).iter().flat_map(|x| x.to_le_bytes()).collect();
+                Elements::raw(DataType::Fp32, raw.into(), 64).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Elements> = parts.iter().collect();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
             BenchmarkId::new("assemble_rows_of_64", n),
             &refs,
-            |b, refs| b.iter(|| TensorData::concat(black_box(refs)).unwrap()),
+            |b, refs| b.iter(|| Elements::concat(black_box(refs)).unwrap()),
         );
         let out = TensorData::Fp32(rows(n, 10));
         let lengths = vec![10usize; n];

@@ -209,20 +209,6 @@ impl TensorData {
         self.len() == 0
     }
 
-    /// Joins buffers of one datatype end to end (a batch's rows). `None`
-    /// when the datatypes differ.
-    pub fn concat(parts: &[&TensorData]) -> Option<TensorData> {
-        let first = parts.first()?;
-        let mut out =
-            TensorData::with_capacity(first.datatype(), parts.iter().map(|p| p.len()).sum());
-        for p in parts {
-            if !out.extend_from(p) {
-                return None;
-            }
-        }
-        Some(out)
-    }
-
     /// Cuts a buffer into consecutive pieces of `lengths` elements (a
     /// batch's answer, back into each caller's rows). `None` when the
     /// lengths do not add up to the buffer.
@@ -892,13 +878,14 @@ mod tests {
         let a = TensorData::Int64(vec![1, 2, 3]);
         let b = TensorData::Int64(vec![4]);
         let c = TensorData::Int64(vec![5, 6]);
-        let joined = TensorData::concat(&[&a, &b, &c]).unwrap();
+        let typed = |d: &TensorData| Elements::Typed(d.clone());
+        let joined = Elements::concat(&[&typed(&a), &typed(&b), &typed(&c)]).unwrap();
         assert_eq!(joined, TensorData::Int64(vec![1, 2, 3, 4, 5, 6]));
         assert_eq!(joined.clone().split(&[3, 1, 2]).unwrap(), vec![a, b, c]);
         assert!(joined.split(&[3, 1]).is_none());
-        let s = TensorData::Bytes(vec![b"x".to_vec()]);
-        assert!(TensorData::concat(&[&s, &TensorData::Int64(vec![1])]).is_none());
-        assert_eq!(TensorData::concat(&[&s, &s]).unwrap().len(), 2);
+        let s = Elements::Typed(TensorData::Bytes(vec![b"x".to_vec()]));
+        assert!(Elements::concat(&[&s, &Elements::Typed(TensorData::Int64(vec![1]))]).is_none());
+        assert_eq!(Elements::concat(&[&s, &s]).unwrap().len(), 2);
     }
 
     #[test]
