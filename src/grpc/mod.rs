@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, ErrorKind};
@@ -48,10 +49,12 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // tonic ignores `.tcp_nodelay` for an incoming stream it did not
+            // bind itself; without TCP_NODELAY, Nagle plus the client's
+            // delayed ACK holds answers back by up to 40 ms.
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = shutdown.changed().await;
             },
@@ -225,6 +228,14 @@ impl GrpcInferenceService for Service {
                         compute_output: Some(Default::default()),
                     }),
                     batch_stats: vec![],
+                    distribution_json: m
+                        .windows
+                        .as_ref()
+                        .map(|w| {
+                            serde_json::to_string(&w.distribution())
+                                .expect("distribution serialises")
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect();
