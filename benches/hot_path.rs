@@ -138,33 +138,42 @@ fn in_process(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let repository = Arc::new(Repository::new(
-        root.join("models"),
-        Defaults {
-            queue_capacity: 1024,
-            intra_op_threads: 1,
-        },
-    ));
-    rt.block_on(repository.poll());
-    let core = Core::new(repository);
+    // The same models with window statistics on (the default) and off,
+    // side by side: what recording every input and output costs per request.
     let mut g = c.benchmark_group("infer_in_process");
-    for (model, width) in [("tiny", 16usize), ("digits", 64)] {
-        let request = InferRequest {
-            transport: infergate::infer::Transport::Http,
-            model: model.into(),
-            version: None,
-            id: None,
-            inputs: vec![InputTensor {
-                name: "input".into(),
-                shape: vec![1, width as i64],
-                data: Elements::Typed(TensorData::Fp32(rows(1, width))),
-            }],
-            outputs: vec![],
-        };
-        g.bench_function(format!("{model}_batch1"), |b| {
-            b.to_async(&rt)
-                .iter(|| async { core.infer(request.clone()).await.unwrap() })
-        });
+    for (label, window) in [("stats_on", 60), ("stats_off", 0)] {
+        let repository = Arc::new(Repository::new(
+            root.join("models"),
+            Defaults {
+                queue_capacity: 1024,
+                intra_op_threads: 1,
+                window: infergate::window::WindowConfig {
+                    length: std::time::Duration::from_secs(window),
+                    keep: 10,
+                    max_features: 64,
+                },
+            },
+        ));
+        rt.block_on(repository.poll());
+        let core = Core::new(repository);
+        for (model, width) in [("tiny", 16usize), ("digits", 64)] {
+            let request = InferRequest {
+                transport: infergate::infer::Transport::Http,
+                model: model.into(),
+                version: None,
+                id: None,
+                inputs: vec![InputTensor {
+                    name: "input".into(),
+                    shape: vec![1, width as i64],
+                    data: Elements::Typed(TensorData::Fp32(rows(1, width))),
+                }],
+                outputs: vec![],
+            };
+            g.bench_function(format!("{model}_batch1_{label}"), |b| {
+                b.to_async(&rt)
+                    .iter(|| async { core.infer(request.clone()).await.unwrap() })
+            });
+        }
     }
     g.finish();
 }

@@ -20,6 +20,7 @@ Files written (paths relative to the repo root):
     models/digits/config.toml
     models/digits/1/model.onnx, models/digits/1/metadata.json   (LogisticRegression)
     models/digits/2/model.onnx, models/digits/2/metadata.json   (MLP, 1 hidden layer)
+    models/digits/{1,2}/baseline.json                           (drift baseline: training inputs' bins)
     models/digits/data/heldout.json
     models/tiny/1/model.onnx, models/tiny/1/metadata.json       (output = input*2+1)
     models/README.md is hand-written and NOT generated
@@ -170,10 +171,8 @@ def numpy_forward(layers, x: np.ndarray):
 
 
 def train_digits():
-    X, y = load_digits(return_X_y=True)  # X float64 [1797, 64] in 0..16, y int64
-    X_tr, X_te, y_tr, y_te = train_test_split(
-        X, y, test_size=HELDOUT_FRACTION, stratify=y, random_state=SPLIT_SEED
-    )
+    # X float64 [1797, 64] in 0..16, y int64
+    X_tr, X_te, y_tr, y_te = digits_split()
     X_tr = np.ascontiguousarray(X_tr, dtype=np.float64)
     y_tr = np.ascontiguousarray(y_tr, dtype=np.int64)
     data_sha = hashlib.sha256(X_tr.tobytes() + y_tr.tobytes()).hexdigest()
@@ -246,8 +245,50 @@ def train_digits():
     return X_te, y_te, results, disagree
 
 
+def digits_split():
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X, y, test_size=HELDOUT_FRACTION, stratify=y, random_state=SPLIT_SEED)
+
+
+def baseline_profile(X: np.ndarray, source: str, max_bins: int = 10) -> dict:
+    """The drift baseline of training inputs X [rows, features], as infergate
+    reads it (baseline.json): per feature, bin edges e0 < e1 < ... and the
+    training fraction of each bin (-inf, e0], (e0, e1], ..., (e_last, inf).
+    A feature with at most 20 distinct values gets an edge at each (so that
+    the Kolmogorov-Smirnov statistic at the edges is the exact one); others
+    get their deciles."""
+    features = []
+    for j in range(X.shape[1]):
+        col = np.asarray(X[:, j], dtype=np.float64)
+        distinct = np.unique(col)
+        if len(distinct) <= 20:
+            edges = distinct
+        else:
+            edges = np.unique(np.quantile(col, np.linspace(0, 1, max_bins + 1)[1:-1]))
+        # side="left": the first edge >= v, i.e. right-closed bins.
+        counts = np.bincount(np.searchsorted(edges, col, side="left"), minlength=len(edges) + 1)
+        features.append({
+            "edges": [float(e) for e in edges],
+            "fractions": [float(c) / len(col) for c in counts],
+        })
+    return {"rows": int(X.shape[0]), "source": source, "inputs": {"input": {"features": features}}}
+
+
+def write_baselines():
+    X_tr, _, _, _ = digits_split()
+    profile = baseline_profile(
+        X_tr,
+        f"training inputs of digits: load_digits(), train_test_split(test_size={HELDOUT_FRACTION}, "
+        f"stratify=y, random_state={SPLIT_SEED}), training part",
+    )
+    for version in (1, 2):
+        text = json.dumps(profile, separators=(",", ":"))
+        write_text(f"models/digits/{version}/baseline.json", text + "\n")
+
+
 def export_digits():
     X_te, y_te, results, disagree = train_digits()
+    write_baselines()
     for version, r in results.items():
         meta = r["meta"]
         model = make_model(
@@ -433,8 +474,13 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="after generating, load and run every model in ONNX Runtime and compare with the fixtures")
     ap.add_argument("--check-only", action="store_true", help="only run the ONNX Runtime self-check")
+    ap.add_argument("--baselines-only", action="store_true",
+                    help="only (re)write the digits drift baselines (models/digits/*/baseline.json)")
     args = ap.parse_args(argv)
     np.random.seed(0)
+    if args.baselines_only:
+        write_baselines()
+        return 0
     if not args.check_only:
         export_digits()
         export_tiny()

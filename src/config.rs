@@ -81,6 +81,21 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Length of a statistics window (per-window input/output distributions,
+    /// latency, drift), e.g. 10s; a model's config.toml may set its own.
+    /// 0 turns window statistics off.
+    #[arg(long, env = "INFERGATE_STATS_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub stats_window: Duration,
+
+    /// Closed windows kept per model version for /stats.
+    #[arg(long, env = "INFERGATE_STATS_WINDOWS_KEPT", default_value_t = 10)]
+    pub stats_windows_kept: usize,
+
+    /// Per-feature summaries for at most this many features of a
+    /// [batch, features] tensor (the whole tensor is always summarised).
+    #[arg(long, env = "INFERGATE_STATS_MAX_FEATURES", default_value_t = 64)]
+    pub stats_max_features: usize,
+
     /// Log format: text or json.
     #[arg(long, env = "INFERGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -97,6 +112,8 @@ pub struct Config {
     pub intra_op_threads: usize,
     pub max_request_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// Window statistics defaults; a zero length turns them off.
+    pub window: crate::window::WindowConfig,
 }
 
 impl From<&ServeArgs> for Config {
@@ -109,6 +126,11 @@ impl From<&ServeArgs> for Config {
             intra_op_threads: a.intra_op_threads.max(1),
             max_request_bytes: a.max_request_bytes,
             shutdown_timeout: a.shutdown_timeout,
+            window: crate::window::WindowConfig {
+                length: a.stats_window,
+                keep: a.stats_windows_kept.max(1),
+                max_features: a.stats_max_features,
+            },
         }
     }
 }
@@ -127,6 +149,11 @@ impl Config {
             intra_op_threads: 1,
             max_request_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            window: crate::window::WindowConfig {
+                length: Duration::from_secs(60),
+                keep: 10,
+                max_features: 64,
+            },
         }
     }
 }

@@ -135,6 +135,22 @@ impl Core {
         }
     }
 
+    /// The four-question health report of a version (the newest ready one
+    /// when none is named).
+    pub fn health(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<crate::health::HealthReport, Error> {
+        let v = self.resolve(model, version)?;
+        let table = self.repository.registry.snapshot();
+        let entry = table
+            .models
+            .get(model)
+            .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+        Ok(crate::health::report(&v, entry))
+    }
+
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {
         // One snapshot per request: the version stays alive (and keeps its
         // inference thread) until this request is answered, even if it is
@@ -151,8 +167,13 @@ impl Core {
             Ok(_) => stats.success.record(took),
             Err(_) => stats.fail.record(took),
         }
-        let failure = result.as_ref().err().map(|e| e.kind().as_str());
-        model.metrics.record(transport, took, failure);
+        let failure = result.as_ref().err().map(|e| e.kind());
+        model
+            .metrics
+            .record(transport, took, failure.map(|k| k.as_str()));
+        if let Some(w) = &model.windows {
+            w.record_request(took, failure);
+        }
         result
     }
 
@@ -269,6 +290,9 @@ fn validate(model: &ModelVersion, request: &InferRequest) -> Result<u64, Error> 
             metrics::counter!(crate::monitor::VALIDATION_FAILURES,
                 "model" => model.model.clone(), "input" => v.input.clone(), "rule" => v.rule)
             .increment(1);
+            if let Some(w) = &model.windows {
+                w.record_validation(v.rule);
+            }
             Error::SchemaViolation {
                 input: v.input,
                 feature: v.feature,
@@ -281,6 +305,9 @@ fn validate(model: &ModelVersion, request: &InferRequest) -> Result<u64, Error> 
     }
     for spec in &sig.inputs {
         if !request.inputs.iter().any(|t| t.name == spec.name) {
+            if let Some(w) = &model.windows {
+                w.record_missing(&spec.name);
+            }
             return Err(Error::MissingInput {
                 model: model.model.clone(),
                 name: spec.name.clone(),

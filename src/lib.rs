@@ -15,12 +15,14 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod infer;
 pub mod monitor;
 pub mod repository;
 pub mod schema;
 pub mod tensor;
+pub mod window;
 pub mod worker;
 
 use std::future::Future;
@@ -98,8 +100,15 @@ pub async fn run(
         Defaults {
             queue_capacity: config.queue_capacity,
             intra_op_threads: config.intra_op_threads,
+            window: config.window.clone(),
         },
     ));
+    // Closes statistics windows on time; ends with the repository.
+    window::clock(
+        Arc::downgrade(&repository),
+        std::time::Duration::from_millis(100),
+    )
+    .context("cannot start the window clock")?;
     let state = Arc::new(AppState {
         core: Core::new(repository.clone()),
         ready: AtomicBool::new(false),

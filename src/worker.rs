@@ -22,6 +22,7 @@ use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
 use crate::monitor::WorkerMetrics;
 use crate::repository::registry::VersionStats;
 use crate::tensor::{Elements, InputTensor, Tensor};
+use crate::window::Windows;
 
 struct Job {
     inputs: Vec<InputTensor>,
@@ -89,6 +90,16 @@ struct Shared {
     capacity: usize,
     stats: Arc<VersionStats>,
     metrics: WorkerMetrics,
+    /// Each instance records its runs' tensors in its own shard.
+    windows: Option<Arc<Windows>>,
+}
+
+/// What the inference threads record into: the V2 statistics, Prometheus
+/// and the statistics windows.
+pub struct Recorders {
+    pub stats: Arc<VersionStats>,
+    pub metrics: WorkerMetrics,
+    pub windows: Option<Arc<Windows>>,
 }
 
 /// A handle to a model version's queue and inference threads.
@@ -114,9 +125,13 @@ impl Worker {
         policy: Policy,
         batching: bool,
         capacity: usize,
-        stats: Arc<VersionStats>,
-        metrics: WorkerMetrics,
+        recorders: Recorders,
     ) -> std::io::Result<Worker> {
+        let Recorders {
+            stats,
+            metrics,
+            windows,
+        } = recorders;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 state: State::default(),
@@ -129,12 +144,13 @@ impl Worker {
             capacity: capacity.max(1),
             stats,
             metrics,
+            windows,
         });
         for (i, backend) in backends.into_iter().enumerate() {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("infer-{label}-{i}"))
-                .spawn(move || instance(&shared, backend))?;
+                .spawn(move || instance(&shared, i, backend))?;
         }
         Ok(Worker { shared })
     }
@@ -209,10 +225,27 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 }
 
 /// One inference thread: take a batch, run it, answer, repeat.
-fn instance(shared: &Shared, mut backend: Box<dyn Backend>) {
+fn instance(shared: &Shared, index: usize, mut backend: Box<dyn Backend>) {
     while let Some(batch) = next_batch(shared) {
-        execute(shared, backend.as_mut(), batch);
+        execute(shared, index, backend.as_mut(), batch);
     }
+}
+
+/// Runs the model, recording the run's inputs and outputs in this
+/// instance's window shard (inputs before the run, which consumes them).
+fn run_recorded(
+    shared: &Shared,
+    index: usize,
+    backend: &mut dyn Backend,
+    inputs: Vec<Tensor>,
+) -> Result<Vec<Tensor>, BackendError> {
+    let Some(windows) = &shared.windows else {
+        return backend.run(inputs);
+    };
+    windows.record_inputs(index, &inputs);
+    let outputs = backend.run(inputs)?;
+    windows.record_outputs(index, &outputs);
+    Ok(outputs)
 }
 
 /// Blocks until there is a batch to run; `None` once the worker is closed
@@ -260,7 +293,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     }
 }
 
-fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
+fn execute(shared: &Shared, index: usize, backend: &mut dyn Backend, mut batch: Vec<Job>) {
     let started = Instant::now();
     shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
     let run_rows: usize = batch.iter().map(|j| j.rows.max(1)).sum();
@@ -278,7 +311,7 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
                 data: t.data.into_typed(),
             })
             .collect();
-        let result = backend.run(inputs).map(|outputs| Ran {
+        let result = run_recorded(shared, index, backend, inputs).map(|outputs| Ran {
             outputs,
             queue: started - job.enqueued,
             compute: started.elapsed(),
@@ -291,7 +324,7 @@ fn execute(shared: &Shared, backend: &mut dyn Backend, mut batch: Vec<Job>) {
     let rows: Vec<usize> = batch.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
     let result = merge(&mut batch, total)
-        .and_then(|inputs| backend.run(inputs))
+        .and_then(|inputs| run_recorded(shared, index, backend, inputs))
         .and_then(|outputs| split(outputs, &rows, total));
     let compute = started.elapsed();
     match result {

@@ -196,8 +196,15 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                         Err(e) => from_error(&e),
                     }
                 }
+                (["health"], &Method::GET) => match state.core.health(&model, version.as_deref()) {
+                    Ok(report) => json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(report).expect("report serialises"),
+                    ),
+                    Err(e) => from_error(&e),
+                },
                 (["infer"], &Method::POST) => infer(state, req, &model, version.as_deref()).await,
-                ([] | ["ready"] | ["stats"] | ["infer"], _) => not_allowed(),
+                ([] | ["ready"] | ["stats"] | ["health"] | ["infer"], _) => not_allowed(),
                 _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
             }
         }
@@ -396,5 +403,6 @@ fn version_statistics(m: &ModelVersion) -> Value {
             "compute_output": { "count": 0, "ns": 0 },
         },
         "batch_stats": [],
+        "distribution": m.windows.as_ref().map(|w| w.distribution()),
     })
 }

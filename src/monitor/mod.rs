@@ -29,6 +29,19 @@ pub const MODEL_LOADED: &str = "infergate_model_loaded_timestamp_seconds";
 pub const MODEL_AGE: &str = "infergate_model_age_days";
 pub const MODEL_ACCURACY: &str = "infergate_model_training_accuracy";
 pub const MODEL_TRAINING_DURATION: &str = "infergate_model_training_duration_seconds";
+pub const WINDOW_QPS: &str = "infergate_window_requests_per_second";
+pub const WINDOW_ERROR_RATIO: &str = "infergate_window_error_ratio";
+pub const WINDOW_LATENCY: &str = "infergate_window_latency_seconds";
+pub const WINDOW_VALUE: &str = "infergate_window_value";
+pub const WINDOW_NAN: &str = "infergate_window_nan_values";
+pub const WINDOW_INF: &str = "infergate_window_inf_values";
+pub const WINDOW_MISSING: &str = "infergate_window_missing_inputs";
+pub const WINDOW_CLASS: &str = "infergate_window_predicted_class_ratio";
+pub const DRIFT_PSI: &str = "infergate_drift_psi";
+pub const DRIFT_KS: &str = "infergate_drift_ks";
+pub const DRIFT_PSI_MAX: &str = "infergate_drift_psi_max";
+pub const DRIFT_KS_MAX: &str = "infergate_drift_ks_max";
+pub const DRIFT_DETECTED: &str = "infergate_drift_detected";
 
 /// Rows per model run.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -125,6 +138,56 @@ fn describe() {
         MODEL_TRAINING_DURATION,
         Unit::Seconds,
         "How long training took."
+    );
+    describe_gauge!(
+        WINDOW_QPS,
+        "Requests per second in the last closed statistics window."
+    );
+    describe_gauge!(
+        WINDOW_ERROR_RATIO,
+        "Failed / all requests in the last closed window."
+    );
+    describe_gauge!(
+        WINDOW_LATENCY,
+        Unit::Seconds,
+        "Request latency quantiles of the last closed window."
+    );
+    describe_gauge!(
+        WINDOW_VALUE,
+        "Distribution of a tensor (feature=\"all\") or of one feature in the last closed window: stat = mean, std, min, max, p5, median, p95."
+    );
+    describe_gauge!(
+        WINDOW_NAN,
+        "NaN elements of a tensor in the last closed window."
+    );
+    describe_gauge!(
+        WINDOW_INF,
+        "Infinite elements of a tensor in the last closed window."
+    );
+    describe_gauge!(
+        WINDOW_MISSING,
+        "Requests that lacked an input in the last closed window."
+    );
+    describe_gauge!(
+        WINDOW_CLASS,
+        "Share of rows predicted as each class in the last closed window."
+    );
+    describe_gauge!(
+        DRIFT_PSI,
+        "Population stability index of a feature against the training baseline (last window)."
+    );
+    describe_gauge!(
+        DRIFT_KS,
+        "Kolmogorov-Smirnov statistic of a feature against the training baseline (last window)."
+    );
+    describe_gauge!(DRIFT_PSI_MAX, "Largest feature PSI of the last window.");
+    describe_gauge!(
+        DRIFT_KS_MAX,
+        "Largest feature KS statistic of the last window."
+    );
+    describe_gauge!(
+        DRIFT_DETECTED,
+        "1 when the last window crossed a drift threshold, else 0."
     );
     PROCESS
         .get_or_init(metrics_process::Collector::default)
@@ -287,6 +350,102 @@ impl Drop for VersionMetrics {
         self.info.set(0.0);
         self.inflight.set(0.0);
         self.worker.queue_depth.set(0.0);
+    }
+}
+
+/// Publishes a closed window as gauges (on the window clock's thread, once
+/// per window: label look-ups are fine here).
+pub fn publish_window(model: &str, version: u64, r: &crate::window::WindowReport) {
+    let (m, v) = (model.to_string(), version.to_string());
+    let gauge =
+        |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone());
+    gauge(WINDOW_QPS).set(r.qps);
+    gauge(WINDOW_ERROR_RATIO).set(if r.requests > 0 {
+        r.failed as f64 / r.requests as f64
+    } else {
+        0.0
+    });
+    for (q, value) in [
+        ("0.5", r.latency_us.p50),
+        ("0.9", r.latency_us.p90),
+        ("0.99", r.latency_us.p99),
+    ] {
+        if let Some(us) = value {
+            metrics::gauge!(WINDOW_LATENCY, "model" => m.clone(), "version" => v.clone(), "quantile" => q).set(us / 1e6);
+        }
+    }
+    for t in r.inputs.iter().chain(&r.outputs) {
+        let labels = |feature: String| {
+            [
+                ("model", m.clone()),
+                ("version", v.clone()),
+                ("tensor", t.name.clone()),
+                ("feature", feature),
+            ]
+        };
+        let stats = |s: &crate::window::summary::Summary, feature: String| {
+            for (stat, value) in [
+                ("mean", s.mean),
+                ("std", s.std),
+                ("min", s.min),
+                ("max", s.max),
+                ("p5", s.p5),
+                ("median", s.median),
+                ("p95", s.p95),
+            ] {
+                if let Some(x) = value {
+                    let mut l = labels(feature.clone()).to_vec();
+                    l.push(("stat", stat.to_string()));
+                    metrics::gauge!(
+                        WINDOW_VALUE,
+                        l.iter()
+                            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+                            .collect::<Vec<_>>()
+                    )
+                    .set(x);
+                }
+            }
+        };
+        stats(&t.summary, "all".into());
+        for (i, f) in t.features.iter().enumerate() {
+            stats(f, i.to_string());
+        }
+        let tensor = |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone(), "tensor" => t.name.clone());
+        tensor(WINDOW_NAN).set(t.summary.nan as f64);
+        tensor(WINDOW_INF).set(t.summary.inf as f64);
+        if let Some(missing) = t.missing {
+            tensor(WINDOW_MISSING).set(missing as f64);
+        }
+        if let Some(classes) = &t.predicted_class {
+            let rows: u64 = classes.values().sum();
+            for (class, n) in classes {
+                metrics::gauge!(WINDOW_CLASS, "model" => m.clone(), "version" => v.clone(), "tensor" => t.name.clone(), "class" => class.clone())
+                    .set(*n as f64 / rows.max(1) as f64);
+            }
+        }
+    }
+    if let Some(d) = &r.drift {
+        for f in &d.features {
+            let labels = [
+                ("model", m.clone()),
+                ("version", v.clone()),
+                ("input", f.input.clone()),
+                ("feature", f.feature.to_string()),
+            ];
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+                .collect();
+            metrics::gauge!(DRIFT_PSI, labels.clone()).set(f.psi);
+            metrics::gauge!(DRIFT_KS, labels).set(f.ks);
+        }
+        if let Some(p) = d.psi_max {
+            gauge(DRIFT_PSI_MAX).set(p);
+        }
+        if let Some(k) = d.ks_max {
+            gauge(DRIFT_KS_MAX).set(k);
+        }
+        gauge(DRIFT_DETECTED).set(if d.drifted { 1.0 } else { 0.0 });
     }
 }
 

@@ -10,6 +10,19 @@
 //! max_queue_delay_us = 0            # how long a request may wait for company
 //! instances = 1                     # sessions (and threads) per version
 //!
+//! [stats]                           # per-window distribution statistics
+//! window = "10s"                    # default: --stats-window; "0s" turns them off
+//! keep = 10                         # closed windows kept (default --stats-windows-kept)
+//! max_features = 64                 # per-feature summaries of [batch, features] tensors
+//!
+//! [drift]                           # against <version>/baseline.json, when there is one
+//! psi_threshold = 0.25
+//! ks_threshold = 0.2
+//! min_rows = 100                    # fewer rows in a window: reported, never flagged
+//!
+//! [health]
+//! max_age_days = 90                 # older than this (since trained_at): stale
+//!
 //! [[inputs]]                        # override or narrow what the model file says
 //! name = "input"
 //! datatype = "FP32"
@@ -78,6 +91,77 @@ pub struct ModelConfig {
     pub inputs: Vec<TensorOverride>,
     #[serde(default)]
     pub outputs: Vec<TensorOverride>,
+    #[serde(default)]
+    pub stats: StatsConfig,
+    #[serde(default)]
+    pub drift: DriftSettings,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// `[stats]`: overrides of the server-wide window settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    #[serde(default, with = "humantime_serde_opt")]
+    pub window: Option<Duration>,
+    pub keep: Option<usize>,
+    pub max_features: Option<usize>,
+}
+
+/// `[drift]`: when a window's drift is flagged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSettings {
+    pub psi_threshold: Option<f64>,
+    pub ks_threshold: Option<f64>,
+    pub min_rows: Option<u64>,
+}
+
+impl DriftSettings {
+    pub fn resolve(&self) -> crate::window::DriftConfig {
+        let d = crate::window::DriftConfig::default();
+        crate::window::DriftConfig {
+            psi_threshold: self.psi_threshold.unwrap_or(d.psi_threshold),
+            ks_threshold: self.ks_threshold.unwrap_or(d.ks_threshold),
+            min_rows: self.min_rows.unwrap_or(d.min_rows),
+        }
+    }
+}
+
+/// `[health]`: what the health report calls stale or failing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A model older than this (days since `trained_at`) is stale.
+    pub max_age_days: f64,
+    /// Failed / all requests in the recent window above which the pipeline
+    /// answer is `warn`, and `fail`.
+    pub error_rate_warn: f64,
+    pub error_rate_fail: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_age_days: 90.0,
+            error_rate_warn: 0.01,
+            error_rate_fail: 0.05,
+        }
+    }
+}
+
+/// `window = "10s"` in TOML, as an optional duration.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

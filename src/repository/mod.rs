@@ -25,11 +25,45 @@ pub use registry::{
     ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState, VersionStats,
 };
 
+impl crate::window::WindowSource for Repository {
+    fn windows(&self) -> Vec<Arc<crate::window::Windows>> {
+        let table = self.registry.snapshot();
+        table
+            .models
+            .values()
+            .flat_map(|e| e.ready_versions())
+            .filter_map(|v| v.windows.clone())
+            .collect()
+    }
+
+    fn closed(&self, windows: &crate::window::Windows, report: &crate::window::WindowReport) {
+        let (model, version) = windows.model();
+        crate::monitor::publish_window(model, version, report);
+        if let Some(d) = report.drift.as_ref().filter(|d| d.drifted) {
+            let mut worst: Vec<_> = d.features.iter().collect();
+            worst.sort_by(|a, b| b.psi.total_cmp(&a.psi));
+            let top: Vec<String> = worst
+                .iter()
+                .take(3)
+                .map(|f| format!("{}[{}] psi={:.3} ks={:.3}", f.input, f.feature, f.psi, f.ks))
+                .collect();
+            tracing::warn!(
+                model, version, rows = d.rows, psi_max = ?d.psi_max, ks_max = ?d.ks_max,
+                psi_threshold = d.psi_threshold, ks_threshold = d.ks_threshold,
+                worst = %top.join(", "),
+                "input drift against the training baseline"
+            );
+        }
+    }
+}
+
 /// Server-wide defaults a model's `config.toml` may override.
 #[derive(Debug, Clone)]
 pub struct Defaults {
     pub queue_capacity: usize,
     pub intra_op_threads: usize,
+    /// Window statistics; a zero length turns them off.
+    pub window: crate::window::WindowConfig,
 }
 
 pub struct Repository {
@@ -376,6 +410,15 @@ fn load_version_blocking(
     }
     let capacity = config.queue_capacity.unwrap_or(defaults.queue_capacity);
     let stats = Arc::new(VersionStats::default());
+    let windows = window_statistics(
+        name,
+        version,
+        dir,
+        config,
+        defaults,
+        &signature,
+        backends.len(),
+    )?;
     let metrics =
         crate::monitor::VersionMetrics::new(name, version, platform, &sha256, &properties);
     let worker = Worker::spawn(
@@ -386,8 +429,11 @@ fn load_version_blocking(
             .unwrap_or_else(crate::batcher::Policy::unbatched),
         batching.is_some(),
         capacity,
-        stats.clone(),
-        metrics.worker.clone(),
+        crate::worker::Recorders {
+            stats: stats.clone(),
+            metrics: metrics.worker.clone(),
+            windows: windows.clone(),
+        },
     )
     .map_err(|e| format!("cannot start the inference threads: {e}"))?;
     Ok(ModelVersion {
@@ -403,7 +449,50 @@ fn load_version_blocking(
         batching,
         schema: (!schema.is_empty()).then_some(schema),
         metrics,
+        windows,
+        health: config.health.clone(),
+        loaded_at: std::time::SystemTime::now(),
     })
+}
+
+/// The version's window statistics (`None` when turned off), with its drift
+/// baseline when `baseline.json` lies next to the model file. A baseline
+/// that does not parse or fit the model fails the load, as a bad config does.
+fn window_statistics(
+    name: &str,
+    version: u64,
+    dir: &Path,
+    config: &ModelConfig,
+    defaults: &Defaults,
+    signature: &crate::backend::Signature,
+    shards: usize,
+) -> Result<Option<Arc<crate::window::Windows>>, String> {
+    let d = &defaults.window;
+    let window = crate::window::WindowConfig {
+        length: config.stats.window.unwrap_or(d.length),
+        keep: config.stats.keep.unwrap_or(d.keep).max(1),
+        max_features: config.stats.max_features.unwrap_or(d.max_features),
+    };
+    if window.length.is_zero() {
+        return Ok(None);
+    }
+    let path = dir.join(crate::window::BASELINE_FILE);
+    let baseline = if path.exists() {
+        Some(crate::window::drift::BaselineFile::read(&path)?)
+    } else {
+        None
+    };
+    crate::window::Windows::new(
+        name,
+        version,
+        signature,
+        window,
+        config.drift.resolve(),
+        baseline,
+        shards,
+    )
+    .map(|w| Some(Arc::new(w)))
+    .map_err(|e| format!("{}: {e}", crate::window::BASELINE_FILE))
 }
 
 /// One inference on zeros, one row per open dimension. A model that cannot

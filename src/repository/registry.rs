@@ -36,6 +36,10 @@ pub struct ModelVersion {
     pub schema: Option<crate::schema::Schema>,
     /// Whether requests are merged into batches, and how.
     pub batching: Option<crate::batcher::Policy>,
+    /// Per-window distribution statistics and drift; `None` when off.
+    pub windows: Option<Arc<crate::window::Windows>>,
+    pub health: crate::repository::config::HealthConfig,
+    pub loaded_at: SystemTime,
 }
 
 /// Cumulative counters of the V2 statistics extension, updated with relaxed

@@ -1,0 +1,400 @@
+//! The four questions of a prediction system that predicts badly, answered
+//! from what the server already knows about a model version:
+//! 1. is the pipeline erroring? (failures and schema refusals, recent window)
+//! 2. is the right model deployed? (version, file sha256, load and training time)
+//! 3. is the input data off? (NaN/Inf/missing, refusals, drift)
+//! 4. is the model stale? (age since trained_at against max_age_days)
+//!
+//! Each answer carries a verdict, `ok` < `warn` < `fail`, and the report's
+//! verdict is the worst of them. "Recent" is the last closed statistics window.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::repository::registry::{ModelEntry, ModelVersion, VersionState};
+use crate::window::{DriftReport, WindowReport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthReport {
+    pub model: String,
+    pub version: String,
+    pub verdict: Verdict,
+    /// The window the rates come from; `None` before one has closed.
+    pub window: Option<WindowSpan>,
+    pub pipeline: Pipeline,
+    pub deployment: Deployment,
+    pub input_data: InputData,
+    pub staleness: Staleness,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WindowSpan {
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pipeline {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub requests: u64,
+    pub failed: u64,
+    pub error_rate: f64,
+    pub failures: BTreeMap<&'static str, u64>,
+    pub validation_failures: BTreeMap<&'static str, u64>,
+    pub error_rate_warn: f64,
+    pub error_rate_fail: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deployment {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub version: String,
+    pub sha256: String,
+    pub loaded_at: String,
+    pub trained_at: Option<String>,
+    /// Versions of the model that did not load, with why.
+    pub unavailable: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InputData {
+    pub verdict: Verdict,
+    pub reason: String,
+    /// NaN (and infinite) elements over all input elements.
+    pub nan_rate: f64,
+    pub inf_rate: f64,
+    /// Requests that lacked an input over all requests.
+    pub missing_rate: f64,
+    /// Schema refusals over all requests.
+    pub validation_failure_rate: f64,
+    pub drift: Option<DriftSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DriftSummary {
+    pub rows: u64,
+    pub drifted: bool,
+    pub psi_max: Option<f64>,
+    pub ks_max: Option<f64>,
+    pub psi_threshold: f64,
+    pub ks_threshold: f64,
+    /// The features with the highest PSI: `input[feature]`.
+    pub worst_features: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Staleness {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub age_days: Option<f64>,
+    pub max_age_days: f64,
+}
+
+fn rate(n: u64, of: u64) -> f64 {
+    if of == 0 {
+        0.0
+    } else {
+        n as f64 / of as f64
+    }
+}
+
+/// The report of `version`, one of `entry`'s versions.
+pub fn report(version: &ModelVersion, entry: &ModelEntry) -> HealthReport {
+    let window = version.windows.as_ref().and_then(|w| w.closed().pop());
+    let w = window.as_deref();
+    let pipeline = pipeline(version, w);
+    let deployment = deployment(version, entry);
+    let input_data = input_data(version, w);
+    let staleness = staleness(version);
+    let verdict = [
+        pipeline.verdict,
+        deployment.verdict,
+        input_data.verdict,
+        staleness.verdict,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(Verdict::Ok);
+    HealthReport {
+        model: version.model.clone(),
+        version: version.version.to_string(),
+        verdict,
+        window: w.map(|w| WindowSpan {
+            start: w.start.clone(),
+            end: w.end.clone(),
+        }),
+        pipeline,
+        deployment,
+        input_data,
+        staleness,
+    }
+}
+
+fn pipeline(version: &ModelVersion, w: Option<&WindowReport>) -> Pipeline {
+    let h = &version.health;
+    let (verdict, reason, requests, failed, failures, validation) = match (&version.windows, w) {
+        (None, _) => (
+            Verdict::Warn,
+            "window statistics are off (--stats-window 0): error rates unknown".to_string(),
+            0,
+            0,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        ),
+        (Some(_), None) => (
+            Verdict::Ok,
+            "no statistics window has closed yet".to_string(),
+            0,
+            0,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        ),
+        (Some(_), Some(w)) => {
+            let r = rate(w.failed, w.requests);
+            let verdict = if r > h.error_rate_fail {
+                Verdict::Fail
+            } else if r > h.error_rate_warn {
+                Verdict::Warn
+            } else {
+                Verdict::Ok
+            };
+            let reason = match verdict {
+                Verdict::Ok => format!("{} of {} requests failed", w.failed, w.requests),
+                _ => format!(
+                    "{} of {} requests failed ({:.1} %), above the {} threshold of {:.1} %",
+                    w.failed,
+                    w.requests,
+                    r * 100.0,
+                    if verdict == Verdict::Fail {
+                        "fail"
+                    } else {
+                        "warn"
+                    },
+                    if verdict == Verdict::Fail {
+                        h.error_rate_fail
+                    } else {
+                        h.error_rate_warn
+                    } * 100.0
+                ),
+            };
+            (
+                verdict,
+                reason,
+                w.requests,
+                w.failed,
+                w.failures.clone(),
+                w.validation_failures.clone(),
+            )
+        }
+    };
+    Pipeline {
+        verdict,
+        reason,
+        requests,
+        failed,
+        error_rate: rate(failed, requests),
+        failures,
+        validation_failures: validation,
+        error_rate_warn: h.error_rate_warn,
+        error_rate_fail: h.error_rate_fail,
+    }
+}
+
+fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
+    let unavailable: BTreeMap<String, String> = entry
+        .versions
+        .iter()
+        .filter_map(|(v, slot)| match &slot.state {
+            VersionState::Unavailable(reason) => Some((v.to_string(), reason.clone())),
+            VersionState::Ready(_) => None,
+        })
+        .collect();
+    let newest_ready = entry.newest_ready().map(|v| v.version);
+    let newer_failed: Vec<&String> = unavailable
+        .keys()
+        .filter(|v| v.parse::<u64>().is_ok_and(|v| v > version.version))
+        .collect();
+    let (verdict, reason) = if !newer_failed.is_empty() {
+        (
+            Verdict::Warn,
+            format!(
+                "version {} is on disk but failed to load; version {} serves instead",
+                newer_failed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                version.version
+            ),
+        )
+    } else if newest_ready != Some(version.version) {
+        (
+            Verdict::Ok,
+            format!(
+                "version {} is ready; requests without a version go to version {}",
+                version.version,
+                newest_ready.map_or("none".into(), |v| v.to_string())
+            ),
+        )
+    } else if version.sha256.is_empty() {
+        (Verdict::Warn, "the model file's sha256 is unknown".into())
+    } else {
+        (
+            Verdict::Ok,
+            format!(
+                "version {} is the newest on disk and serves",
+                version.version
+            ),
+        )
+    };
+    Deployment {
+        verdict,
+        reason,
+        version: version.version.to_string(),
+        sha256: version.sha256.clone(),
+        loaded_at: humantime::format_rfc3339_seconds(version.loaded_at).to_string(),
+        trained_at: version.properties.get("trained_at").cloned(),
+        unavailable,
+    }
+}
+
+fn input_data(version: &ModelVersion, w: Option<&WindowReport>) -> InputData {
+    let Some(w) = w else {
+        let reason = if version.windows.is_none() {
+            "window statistics are off (--stats-window 0): inputs are not summarised"
+        } else {
+            "no statistics window has closed yet"
+        };
+        let verdict = if version.windows.is_none() {
+            Verdict::Warn
+        } else {
+            Verdict::Ok
+        };
+        return InputData {
+            verdict,
+            reason: reason.into(),
+            nan_rate: 0.0,
+            inf_rate: 0.0,
+            missing_rate: 0.0,
+            validation_failure_rate: 0.0,
+            drift: None,
+        };
+    };
+    let elements: u64 = w.inputs.iter().map(|t| t.summary.count).sum();
+    let nan: u64 = w.inputs.iter().map(|t| t.summary.nan).sum();
+    let inf: u64 = w.inputs.iter().map(|t| t.summary.inf).sum();
+    let missing: u64 = w.inputs.iter().filter_map(|t| t.missing).sum();
+    let refused: u64 = w.validation_failures.values().sum();
+    let drift = w.drift.as_ref().map(drift_summary);
+    let mut problems = Vec::new();
+    if nan + inf > 0 {
+        problems.push(format!("{nan} NaN and {inf} infinite input values"));
+    }
+    if missing > 0 {
+        problems.push(format!("{missing} requests lacked an input"));
+    }
+    if refused > 0 {
+        problems.push(format!("{refused} requests refused by the input schema"));
+    }
+    let verdict = match &drift {
+        Some(d) if d.drifted => Verdict::Fail,
+        _ if !problems.is_empty() => Verdict::Warn,
+        _ => Verdict::Ok,
+    };
+    let mut reason = match &drift {
+        Some(d) if d.drifted => format!(
+            "inputs drifted from the training baseline (psi_max {:.3} vs {}, ks_max {:.3} vs {}; worst: {})",
+            d.psi_max.unwrap_or(0.0),
+            d.psi_threshold,
+            d.ks_max.unwrap_or(0.0),
+            d.ks_threshold,
+            d.worst_features.join(", ")
+        ),
+        Some(d) => format!(
+            "no drift from the training baseline (psi_max {:.3}, ks_max {:.3} over {} rows)",
+            d.psi_max.unwrap_or(0.0),
+            d.ks_max.unwrap_or(0.0),
+            d.rows
+        ),
+        None => "no training baseline: drift not checked".to_string(),
+    };
+    if !problems.is_empty() {
+        reason = format!("{reason}; {}", problems.join("; "));
+    }
+    InputData {
+        verdict,
+        reason,
+        nan_rate: rate(nan, elements),
+        inf_rate: rate(inf, elements),
+        missing_rate: rate(missing, w.requests),
+        validation_failure_rate: rate(refused, w.requests),
+        drift,
+    }
+}
+
+fn drift_summary(d: &DriftReport) -> DriftSummary {
+    let mut worst: Vec<_> = d.features.iter().collect();
+    worst.sort_by(|a, b| b.psi.total_cmp(&a.psi));
+    DriftSummary {
+        rows: d.rows,
+        drifted: d.drifted,
+        psi_max: d.psi_max,
+        ks_max: d.ks_max,
+        psi_threshold: d.psi_threshold,
+        ks_threshold: d.ks_threshold,
+        worst_features: worst
+            .iter()
+            .take(3)
+            .map(|f| format!("{}[{}]", f.input, f.feature))
+            .collect(),
+    }
+}
+
+fn staleness(version: &ModelVersion) -> Staleness {
+    let max = version.health.max_age_days;
+    let age = version
+        .properties
+        .get("trained_at")
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .map(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .map_or(0.0, |d| d.as_secs_f64() / 86_400.0)
+        });
+    let (verdict, reason) = match age {
+        None => (
+            Verdict::Warn,
+            "the model carries no trained_at: its age is unknown".to_string(),
+        ),
+        Some(a) if a > max => (
+            Verdict::Fail,
+            format!("trained {a:.1} days ago, older than max_age_days {max}"),
+        ),
+        Some(a) if a > 0.8 * max => (
+            Verdict::Warn,
+            format!("trained {a:.1} days ago, near max_age_days {max}"),
+        ),
+        Some(a) => (
+            Verdict::Ok,
+            format!("trained {a:.1} days ago (max_age_days {max})"),
+        ),
+    };
+    Staleness {
+        verdict,
+        reason,
+        age_days: age,
+        max_age_days: max,
+    }
+}

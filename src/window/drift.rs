@@ -1,0 +1,156 @@
+//! Drift against the training baseline: the population stability index and
+//! the Kolmogorov–Smirnov statistic of each feature's window against the
+//! bins the training script wrote next to the model (`baseline.json`).
+//!
+//! A baseline feature is a list of bin edges e₀ < e₁ < … and the training
+//! fraction of each bin (-∞, e₀], (e₀, e₁], …, (eₖ, ∞). A window counts its
+//! values into the same bins; then
+//!   PSI = Σᵢ (wᵢ − bᵢ) · ln(wᵢ / bᵢ), fractions floored at 1e-4 so that a bin
+//!         empty on one side scores high instead of infinite;
+//!   KS  = maxⱼ |W(eⱼ) − B(eⱼ)|, the largest gap between the two cumulative
+//!         distributions at the edges (the exact KS statistic when the
+//!         edges are every value the feature takes, as for discrete data).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Floor for bin fractions in the PSI (a common choice; stated in the README).
+pub const PSI_EPSILON: f64 = 1e-4;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineFile {
+    /// By input name.
+    pub inputs: BTreeMap<String, InputBaseline>,
+    /// Rows the profile was computed from, and from what: for people.
+    #[serde(default)]
+    pub rows: Option<u64>,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputBaseline {
+    /// By feature index (the last dimension of a `[batch, features]` input).
+    pub features: Vec<FeatureBins>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureBins {
+    pub edges: Vec<f64>,
+    pub fractions: Vec<f64>,
+}
+
+impl FeatureBins {
+    /// The bin of a finite value: the first edge at or above it.
+    #[inline]
+    pub fn bin(&self, v: f64) -> usize {
+        self.edges.partition_point(|&e| e < v)
+    }
+}
+
+impl BaselineFile {
+    /// Reads and checks a baseline: edges strictly increasing, one fraction
+    /// per bin, fractions summing to 1.
+    pub fn read(path: &Path) -> Result<BaselineFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read baseline {}: {e}", path.display()))?;
+        let b: BaselineFile =
+            serde_json::from_str(&text).map_err(|e| format!("baseline {}: {e}", path.display()))?;
+        for (name, input) in &b.inputs {
+            for (i, f) in input.features.iter().enumerate() {
+                let bad = |why: &str| {
+                    format!(
+                        "baseline {}: input '{name}' feature {i}: {why}",
+                        path.display()
+                    )
+                };
+                if f.fractions.len() != f.edges.len() + 1 {
+                    return Err(bad("needs one fraction per bin (edges + 1)"));
+                }
+                if f.edges.windows(2).any(|w| w[0] >= w[1])
+                    || f.edges.iter().any(|e| !e.is_finite())
+                {
+                    return Err(bad("edges must be finite and strictly increasing"));
+                }
+                let total: f64 = f.fractions.iter().sum();
+                if f.fractions.iter().any(|&x| !(0.0..=1.0).contains(&x))
+                    || (total - 1.0).abs() > 1e-6
+                {
+                    return Err(bad("fractions must lie in [0, 1] and sum to 1"));
+                }
+            }
+        }
+        Ok(b)
+    }
+}
+
+/// The scores of one feature in one window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureDrift {
+    pub input: String,
+    pub feature: usize,
+    pub psi: f64,
+    pub ks: f64,
+}
+
+/// PSI and KS of window counts against a baseline feature. `None` when the
+/// window has no values for it.
+pub fn score(bins: &FeatureBins, counts: &[u64]) -> Option<(f64, f64)> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let n = total as f64;
+    let mut psi = 0.0;
+    let (mut cw, mut cb, mut ks) = (0.0f64, 0.0f64, 0.0f64);
+    for (i, (&c, &b)) in counts.iter().zip(&bins.fractions).enumerate() {
+        let w = c as f64 / n;
+        let (we, be) = (w.max(PSI_EPSILON), b.max(PSI_EPSILON));
+        psi += (we - be) * (we / be).ln();
+        // The cumulative gap at edge i (not after the last, open bin).
+        if i < bins.edges.len() {
+            cw += w;
+            cb += b;
+            ks = ks.max((cw - cb).abs());
+        }
+    }
+    Some((psi, ks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_distributions_score_zero_and_shifted_ones_high() {
+        let bins = FeatureBins {
+            edges: vec![1.0, 2.0],
+            fractions: vec![0.25, 0.5, 0.25],
+        };
+        assert_eq!(score(&bins, &[25, 50, 25]), Some((0.0, 0.0)));
+        let (psi, ks) = score(&bins, &[0, 0, 100]).unwrap();
+        assert!((ks - 0.75).abs() < 1e-12);
+        let expected = (1e-4 - 0.25) * (1e-4f64 / 0.25).ln()
+            + (1e-4 - 0.5) * (1e-4f64 / 0.5).ln()
+            + (1.0 - 0.25) * (1.0f64 / 0.25).ln();
+        assert!((psi - expected).abs() < 1e-12);
+        assert_eq!(score(&bins, &[0, 0, 0]), None);
+    }
+
+    #[test]
+    fn values_fall_in_right_closed_bins() {
+        let bins = FeatureBins {
+            edges: vec![0.0, 3.0],
+            fractions: vec![0.5, 0.5, 0.0],
+        };
+        assert_eq!(
+            [-1.0, 0.0, 0.5, 3.0, 3.5].map(|v| bins.bin(v)),
+            [0, 0, 1, 1, 2]
+        );
+    }
+}

@@ -1,0 +1,701 @@
+//! Per-window distribution statistics of a model version: what went in,
+//! what came out, how fast, how often it failed, and how far the inputs
+//! have drifted from the training baseline.
+//!
+//! A window opens with the first request after the previous one closed and
+//! lasts the configured length; the clock thread (`clock`) closes it, merges
+//! what was recorded, keeps the summary (the last N windows) and publishes
+//! it as gauges. Recording never serialises the hot path:
+//! - tensors are recorded by the inference threads, once per run (a whole
+//!   batch at a time), each into its own shard: the shard's mutex is only
+//!   ever contended by the clock, once per window;
+//! - request counts, failures and latency are relaxed atomic adds.
+
+pub mod drift;
+pub mod latency;
+pub mod summary;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::backend::{Signature, TensorSpec};
+use crate::error::ErrorKind;
+use crate::tensor::{DataType, Tensor, TensorData};
+use drift::{BaselineFile, FeatureBins, FeatureDrift};
+use latency::LatencyHistogram;
+use summary::{Summary, ValueAcc};
+
+/// The drift baseline's file name, next to the model file.
+pub const BASELINE_FILE: &str = "baseline.json";
+
+/// Of a large tensor row, at most this many evenly spaced elements feed the
+/// whole-tensor quantile sketch (the moments see every element): a
+/// 3×64×64 image would otherwise cost 12 288 sketch inserts per row.
+const SKETCH_PER_ROW: usize = 256;
+/// Distinct predicted classes tracked per window; more go to `other`.
+const MAX_CLASSES: usize = 1024;
+
+/// How windows are cut and what they summarise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowConfig {
+    pub length: Duration,
+    /// Closed windows kept for `/stats`.
+    pub keep: usize,
+    /// Per-feature summaries for the first this-many features of a
+    /// `[batch, features]` tensor.
+    pub max_features: usize,
+}
+
+/// When drift is flagged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftConfig {
+    pub psi_threshold: f64,
+    pub ks_threshold: f64,
+    /// Fewer rows than this in a window: scores are reported, never flagged.
+    pub min_rows: u64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        DriftConfig {
+            psi_threshold: 0.25,
+            ks_threshold: 0.2,
+            min_rows: 100,
+        }
+    }
+}
+
+/// How a tensor's rows are summarised; fixed at load from the signature.
+struct Plan {
+    name: String,
+    /// Per-feature accumulators (rank-2 tensors with a known width).
+    features: usize,
+    classes: Classes,
+    /// Baseline bins, by feature.
+    baseline: Vec<FeatureBins>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Classes {
+    None,
+    /// Float scores `[batch, K]`: the predicted class is the argmax.
+    Argmax,
+    /// Integer labels `[batch]` or `[batch, 1]`: the value is the class.
+    Label,
+}
+
+impl Plan {
+    fn new(
+        spec: &TensorSpec,
+        cfg: &WindowConfig,
+        output: bool,
+        baseline: Vec<FeatureBins>,
+    ) -> Plan {
+        let width = (spec.shape.len() == 2 && spec.shape[1] > 0).then(|| spec.shape[1] as usize);
+        let float = matches!(
+            spec.datatype,
+            DataType::Fp16 | DataType::Fp32 | DataType::Fp64
+        );
+        let integer = !float && !matches!(spec.datatype, DataType::Bool | DataType::Bytes);
+        let classes = match (output, width) {
+            (true, Some(k)) if float && k >= 2 => Classes::Argmax,
+            (true, Some(1)) if integer => Classes::Label,
+            (true, None) if integer && spec.shape.len() == 1 => Classes::Label,
+            _ => Classes::None,
+        };
+        Plan {
+            name: spec.name.clone(),
+            features: width.map_or(0, |w| w.min(cfg.max_features)),
+            classes,
+            baseline,
+        }
+    }
+
+    fn accumulator(&self) -> TensorAcc {
+        TensorAcc {
+            rows: 0,
+            all: ValueAcc::default(),
+            features: vec![ValueAcc::default(); self.features],
+            bins: self
+                .baseline
+                .iter()
+                .map(|b| vec![0; b.fractions.len()])
+                .collect(),
+            classes: BTreeMap::new(),
+            other_classes: 0,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct TensorAcc {
+    rows: u64,
+    all: ValueAcc,
+    features: Vec<ValueAcc>,
+    bins: Vec<Vec<u64>>,
+    classes: BTreeMap<i64, u64>,
+    other_classes: u64,
+}
+
+impl TensorAcc {
+    fn merge(&mut self, o: &TensorAcc) {
+        self.rows += o.rows;
+        self.all.merge(&o.all);
+        for (a, b) in self.features.iter_mut().zip(&o.features) {
+            a.merge(b);
+        }
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        for (&k, &c) in &o.classes {
+            self.count_class(k, c);
+        }
+        self.other_classes += o.other_classes;
+    }
+
+    fn count_class(&mut self, class: i64, n: u64) {
+        if self.classes.len() < MAX_CLASSES || self.classes.contains_key(&class) {
+            *self.classes.entry(class).or_default() += n;
+        } else {
+            self.other_classes += n;
+        }
+    }
+
+    /// One tensor of a run: every row, every element.
+    fn record(&mut self, plan: &Plan, t: &Tensor) {
+        let n = t.data.len();
+        let rows = match t.shape.first() {
+            Some(&r) if r > 0 => r as usize,
+            _ => 1,
+        };
+        if n == 0 || !n.is_multiple_of(rows) {
+            return;
+        }
+        let per_row = n / rows;
+        self.rows += rows as u64;
+        let stride = per_row.div_ceil(SKETCH_PER_ROW);
+        let features = self.features.len().min(per_row);
+        let binned = self.bins.len().min(per_row);
+        let mut j = 0usize;
+        let mut best = (f64::NEG_INFINITY, None::<usize>);
+        let mut element = |acc: &mut TensorAcc, v: f64| {
+            if acc.all.add_moments(v) && (stride == 1 || j.is_multiple_of(stride)) {
+                acc.all.add_sketch(v);
+            }
+            if j < features {
+                acc.features[j].add(v);
+            }
+            if j < binned && !v.is_nan() {
+                let b = plan.baseline[j].bin(v);
+                acc.bins[j][b] += 1;
+            }
+            match plan.classes {
+                Classes::Argmax if v > best.0 => best = (v, Some(j)),
+                Classes::Label if j == 0 && v.is_finite() => best = (v, Some(v as usize)),
+                _ => {}
+            }
+            j += 1;
+            if j == per_row {
+                j = 0;
+                match (plan.classes, best.1) {
+                    (Classes::Argmax, Some(k)) => acc.count_class(k as i64, 1),
+                    (Classes::Label, Some(_)) => acc.count_class(best.0 as i64, 1),
+                    _ => {}
+                }
+                best = (f64::NEG_INFINITY, None);
+            }
+        };
+        for_each_f64(&t.data, |v| element(self, v));
+    }
+}
+
+/// Calls `f` with every numeric element as f64 (BYTES have none).
+fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) {
+    macro_rules! each {
+        ($v:expr) => {
+            for &x in $v.iter() {
+                f(x as f64)
+            }
+        };
+    }
+    match data {
+        TensorData::Bool(v) => each!(v.iter().map(|&b| b as u8).collect::<Vec<_>>()),
+        TensorData::Uint8(v) => each!(v),
+        TensorData::Uint16(v) => each!(v),
+        TensorData::Uint32(v) => each!(v),
+        TensorData::Uint64(v) => each!(v),
+        TensorData::Int8(v) => each!(v),
+        TensorData::Int16(v) => each!(v),
+        TensorData::Int32(v) => each!(v),
+        TensorData::Int64(v) => each!(v),
+        TensorData::Fp16(v) => v.iter().for_each(|x| f(x.to_f64())),
+        TensorData::Fp32(v) => each!(v),
+        TensorData::Fp64(v) => each!(v),
+        TensorData::Bytes(_) => {}
+    }
+}
+
+/// What one inference thread has recorded in the open window.
+#[derive(Clone)]
+struct Shard {
+    inputs: Vec<TensorAcc>,
+    outputs: Vec<TensorAcc>,
+}
+
+/// The windows of one model version.
+pub struct Windows {
+    model: String,
+    version: u64,
+    config: WindowConfig,
+    drift: DriftConfig,
+    inputs: Vec<Plan>,
+    outputs: Vec<Plan>,
+    shards: Vec<Mutex<Shard>>,
+    empty: Shard,
+    /// Nanoseconds after `anchor` at which the open window opened; 0: none open.
+    opened: AtomicU64,
+    anchor: Instant,
+    requests: AtomicU64,
+    /// By `ErrorKind` (see `KINDS`).
+    failures: [AtomicU64; 4],
+    /// By schema rule (see `RULES`).
+    validation: [AtomicU64; 4],
+    /// Requests that lacked an input, by input.
+    missing: Vec<AtomicU64>,
+    latency: LatencyHistogram,
+    closed: Mutex<VecDeque<Arc<WindowReport>>>,
+}
+
+const KINDS: [ErrorKind; 4] = [
+    ErrorKind::NotFound,
+    ErrorKind::InvalidArgument,
+    ErrorKind::Unavailable,
+    ErrorKind::Internal,
+];
+const RULES: [&str; 4] = ["min", "max", "allowed", "nan"];
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Windows {
+    /// Windows for a version with this signature, one shard per inference
+    /// thread. The baseline, when there is one, must fit the signature.
+    pub fn new(
+        model: &str,
+        version: u64,
+        signature: &Signature,
+        config: WindowConfig,
+        drift: DriftConfig,
+        baseline: Option<BaselineFile>,
+        shards: usize,
+    ) -> Result<Windows, String> {
+        let mut baseline = baseline.map(|b| b.inputs).unwrap_or_default();
+        for (name, b) in &baseline {
+            let spec = signature.input(name).ok_or_else(|| {
+                format!("baseline names input '{name}', which the model does not have")
+            })?;
+            if spec.shape.len() != 2
+                || (spec.shape[1] > 0 && b.features.len() > spec.shape[1] as usize)
+            {
+                return Err(format!(
+                    "baseline of '{name}' has {} features; the input's shape is {:?} ([batch, features] needed)",
+                    b.features.len(),
+                    spec.shape
+                ));
+            }
+        }
+        let inputs: Vec<Plan> = signature
+            .inputs
+            .iter()
+            .map(|s| {
+                let bins = baseline
+                    .remove(&s.name)
+                    .map(|b| b.features)
+                    .unwrap_or_default();
+                Plan::new(s, &config, false, bins)
+            })
+            .collect();
+        let outputs: Vec<Plan> = signature
+            .outputs
+            .iter()
+            .map(|s| Plan::new(s, &config, true, Vec::new()))
+            .collect();
+        let empty = Shard {
+            inputs: inputs.iter().map(Plan::accumulator).collect(),
+            outputs: outputs.iter().map(Plan::accumulator).collect(),
+        };
+        Ok(Windows {
+            model: model.to_string(),
+            version,
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(empty.clone()))
+                .collect(),
+            missing: inputs.iter().map(|_| AtomicU64::new(0)).collect(),
+            empty,
+            inputs,
+            outputs,
+            config,
+            drift,
+            opened: AtomicU64::new(0),
+            anchor: Instant::now(),
+            requests: AtomicU64::new(0),
+            failures: Default::default(),
+            validation: Default::default(),
+            latency: LatencyHistogram::default(),
+            closed: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    pub fn drift_config(&self) -> &DriftConfig {
+        &self.drift
+    }
+
+    pub fn has_baseline(&self) -> bool {
+        self.inputs.iter().any(|p| !p.baseline.is_empty())
+    }
+
+    #[inline]
+    fn open(&self) {
+        if self.opened.load(Ordering::Relaxed) == 0 {
+            let now = (self.anchor.elapsed().as_nanos() as u64).max(1);
+            let _ = self
+                .opened
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The inputs of one run, by the inference thread `shard`.
+    pub fn record_inputs(&self, shard: usize, inputs: &[Tensor]) {
+        self.open();
+        let mut s = lock(&self.shards[shard % self.shards.len()]);
+        for t in inputs {
+            if let Some(i) = self.inputs.iter().position(|p| p.name == t.name) {
+                s.inputs[i].record(&self.inputs[i], t);
+            }
+        }
+    }
+
+    /// The outputs of one run.
+    pub fn record_outputs(&self, shard: usize, outputs: &[Tensor]) {
+        let mut s = lock(&self.shards[shard % self.shards.len()]);
+        for t in outputs {
+            if let Some(i) = self.outputs.iter().position(|p| p.name == t.name) {
+                s.outputs[i].record(&self.outputs[i], t);
+            }
+        }
+    }
+
+    /// A finished request: its latency, or what it failed with.
+    pub fn record_request(&self, took: Duration, failure: Option<ErrorKind>) {
+        self.open();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        match failure {
+            None => self.latency.record(took),
+            Some(kind) => {
+                if let Some(i) = KINDS.iter().position(|&k| k == kind) {
+                    self.failures[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// A request refused by the schema, by rule.
+    pub fn record_validation(&self, rule: &str) {
+        if let Some(i) = RULES.iter().position(|&r| r == rule) {
+            self.validation[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request that lacked `input`.
+    pub fn record_missing(&self, input: &str) {
+        if let Some(i) = self.inputs.iter().position(|p| p.name == input) {
+            self.missing[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes the open window when its time is up. Returns the summary of
+    /// the window it closed.
+    pub fn tick(&self) -> Option<Arc<WindowReport>> {
+        let opened = self.opened.load(Ordering::Relaxed);
+        if opened == 0 {
+            return None;
+        }
+        let now = self.anchor.elapsed();
+        let age = now.saturating_sub(Duration::from_nanos(opened));
+        if age < self.config.length {
+            return None;
+        }
+        self.close(age)
+    }
+
+    /// Closes the open window now, whatever its age.
+    fn close(&self, age: Duration) -> Option<Arc<WindowReport>> {
+        // New records open the next window from here on.
+        self.opened.store(0, Ordering::Relaxed);
+        let mut merged = self.empty.clone();
+        for shard in &self.shards {
+            let taken = std::mem::replace(&mut *lock(shard), self.empty.clone());
+            for (a, b) in merged.inputs.iter_mut().zip(&taken.inputs) {
+                a.merge(b);
+            }
+            for (a, b) in merged.outputs.iter_mut().zip(&taken.outputs) {
+                a.merge(b);
+            }
+        }
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let failures: BTreeMap<&'static str, u64> = KINDS
+            .iter()
+            .zip(&self.failures)
+            .map(|(k, c)| (k.as_str(), c.swap(0, Ordering::Relaxed)))
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        let validation: BTreeMap<&'static str, u64> = RULES
+            .iter()
+            .zip(&self.validation)
+            .map(|(&r, c)| (r, c.swap(0, Ordering::Relaxed)))
+            .filter(|&(_, c)| c > 0)
+            .collect();
+        let missing: Vec<u64> = self
+            .missing
+            .iter()
+            .map(|c| c.swap(0, Ordering::Relaxed))
+            .collect();
+        let latency = self.latency.take();
+
+        let end = SystemTime::now();
+        let seconds = age.as_secs_f64();
+        let tensor = |plan: &Plan, acc: &TensorAcc, missing: Option<u64>| TensorReport {
+            name: plan.name.clone(),
+            rows: acc.rows,
+            missing,
+            summary: acc.all.summary(),
+            features: acc.features.iter().map(ValueAcc::summary).collect(),
+            predicted_class: (plan.classes != Classes::None).then(|| {
+                let mut m: BTreeMap<String, u64> = acc
+                    .classes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect();
+                if acc.other_classes > 0 {
+                    m.insert("other".into(), acc.other_classes);
+                }
+                m
+            }),
+        };
+        let drift = self.has_baseline().then(|| self.drift_report(&merged));
+        let failed = failures.values().sum();
+        let report = Arc::new(WindowReport {
+            start: humantime::format_rfc3339_millis(end - age).to_string(),
+            end: humantime::format_rfc3339_millis(end).to_string(),
+            duration_seconds: seconds,
+            requests,
+            failed,
+            failures,
+            validation_failures: validation,
+            qps: requests as f64 / seconds.max(1e-9),
+            latency_us: Latency {
+                p50: latency::quantile(&latency, 0.5),
+                p90: latency::quantile(&latency, 0.9),
+                p99: latency::quantile(&latency, 0.99),
+            },
+            inputs: self
+                .inputs
+                .iter()
+                .zip(&merged.inputs)
+                .zip(missing)
+                .map(|((p, a), m)| tensor(p, a, Some(m)))
+                .collect(),
+            outputs: self
+                .outputs
+                .iter()
+                .zip(&merged.outputs)
+                .map(|(p, a)| tensor(p, a, None))
+                .collect(),
+            drift,
+        });
+        let mut closed = lock(&self.closed);
+        closed.push_back(report.clone());
+        while closed.len() > self.config.keep.max(1) {
+            closed.pop_front();
+        }
+        Some(report)
+    }
+
+    fn drift_report(&self, merged: &Shard) -> DriftReport {
+        let mut features = Vec::new();
+        let mut rows = u64::MAX;
+        for (plan, acc) in self.inputs.iter().zip(&merged.inputs) {
+            if plan.baseline.is_empty() {
+                continue;
+            }
+            rows = rows.min(acc.rows);
+            for (i, (bins, counts)) in plan.baseline.iter().zip(&acc.bins).enumerate() {
+                if let Some((psi, ks)) = drift::score(bins, counts) {
+                    features.push(FeatureDrift {
+                        input: plan.name.clone(),
+                        feature: i,
+                        psi,
+                        ks,
+                    });
+                }
+            }
+        }
+        let max = |f: fn(&FeatureDrift) -> f64| {
+            features
+                .iter()
+                .map(f)
+                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        let (psi_max, ks_max) = (max(|f| f.psi), max(|f| f.ks));
+        let rows = if rows == u64::MAX { 0 } else { rows };
+        let drifted = rows >= self.drift.min_rows
+            && (psi_max.is_some_and(|p| p > self.drift.psi_threshold)
+                || ks_max.is_some_and(|k| k > self.drift.ks_threshold));
+        DriftReport {
+            rows,
+            psi_max,
+            ks_max,
+            psi_threshold: self.drift.psi_threshold,
+            ks_threshold: self.drift.ks_threshold,
+            min_rows: self.drift.min_rows,
+            drifted,
+            features,
+        }
+    }
+
+    /// What `/stats` shows: the settings, the open window's age and the
+    /// closed windows, oldest first.
+    pub fn distribution(&self) -> Distribution {
+        Distribution {
+            window_seconds: self.config.length.as_secs_f64(),
+            windows_kept: self.config.keep,
+            open_for_seconds: self.open_for().map(|d| d.as_secs_f64()),
+            windows: self.closed(),
+        }
+    }
+
+    /// The closed windows, oldest first.
+    pub fn closed(&self) -> Vec<Arc<WindowReport>> {
+        lock(&self.closed).iter().cloned().collect()
+    }
+
+    /// When the open window opened, if one is open.
+    pub fn open_for(&self) -> Option<Duration> {
+        let opened = self.opened.load(Ordering::Relaxed);
+        (opened != 0).then(|| {
+            self.anchor
+                .elapsed()
+                .saturating_sub(Duration::from_nanos(opened))
+        })
+    }
+
+    pub fn model(&self) -> (&str, u64) {
+        (&self.model, self.version)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Distribution {
+    pub window_seconds: f64,
+    pub windows_kept: usize,
+    /// Age of the open window; `None` when no request arrived since the
+    /// last one closed.
+    pub open_for_seconds: Option<f64>,
+    pub windows: Vec<Arc<WindowReport>>,
+}
+
+/// One closed window, as `/stats` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    pub start: String,
+    pub end: String,
+    pub duration_seconds: f64,
+    pub requests: u64,
+    pub failed: u64,
+    /// By error kind (`invalid_argument`, `unavailable`, ...).
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Schema refusals by rule (`min`, `max`, `allowed`, `nan`).
+    pub validation_failures: BTreeMap<&'static str, u64>,
+    pub qps: f64,
+    /// Of successful requests.
+    pub latency_us: Latency,
+    pub inputs: Vec<TensorReport>,
+    pub outputs: Vec<TensorReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub rows: u64,
+    /// Requests that lacked this input (inputs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<u64>,
+    /// Every element of the tensor.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// `features[i]`: feature i of a `[batch, features]` tensor.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<Summary>,
+    /// Predicted class → rows (classifier outputs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_class: Option<BTreeMap<String, u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    /// Rows the scores come from.
+    pub rows: u64,
+    pub psi_max: Option<f64>,
+    pub ks_max: Option<f64>,
+    pub psi_threshold: f64,
+    pub ks_threshold: f64,
+    pub min_rows: u64,
+    pub drifted: bool,
+    pub features: Vec<FeatureDrift>,
+}
+
+/// Something that holds windows: the clock asks it for them on every tick.
+pub trait WindowSource: Send + Sync + 'static {
+    fn windows(&self) -> Vec<Arc<Windows>>;
+    /// A window closed (publish it: gauges, logs).
+    fn closed(&self, windows: &Windows, report: &WindowReport);
+}
+
+/// Starts the thread that closes windows on time (checking every `every`).
+/// It ends when the source is dropped.
+pub fn clock<S: WindowSource>(source: Weak<S>, every: Duration) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("window-clock".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(source) = source.upgrade() else {
+                return;
+            };
+            for w in source.windows() {
+                if let Some(report) = w.tick() {
+                    source.closed(&w, &report);
+                }
+            }
+        })
+        .map(|_| ())
+}

@@ -1,0 +1,228 @@
+//! The summary of a stream of numbers: exact count, mean, std, min, max and
+//! NaN/Inf counts, and p5/median/p95 from a DDSketch (1 % relative error,
+//! mergeable, so that the shards of the inference threads combine at the end
+//! of a window without having kept the values).
+
+use serde::Serialize;
+use sketches_ddsketch::{Config, DDSketch};
+
+/// Relative accuracy of the quantiles.
+pub const SKETCH_ALPHA: f64 = 0.01;
+
+fn sketch() -> DDSketch {
+    // |v| below 1e-9 counts as zero; 2048 bins cover 1e-9..1e9 at 1 %.
+    DDSketch::new(Config::new(SKETCH_ALPHA, 2048, 1e-9))
+}
+
+/// Accumulates values. Moments are kept as sums of deviations from the
+/// first finite value (the "shifted data" method): one subtract and two adds
+/// per value, no division, and no cancellation when the mean is large
+/// against the spread.
+#[derive(Clone)]
+pub struct ValueAcc {
+    finite: u64,
+    shift: f64,
+    sum: f64,
+    sum_sq: f64,
+    min: f64,
+    max: f64,
+    nan: u64,
+    inf: u64,
+    sketch: DDSketch,
+}
+
+impl Default for ValueAcc {
+    fn default() -> Self {
+        ValueAcc {
+            finite: 0,
+            shift: f64::NAN,
+            sum: 0.0,
+            sum_sq: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            nan: 0,
+            inf: 0,
+            sketch: sketch(),
+        }
+    }
+}
+
+impl ValueAcc {
+    /// Records a value in the moments and the quantile sketch.
+    #[inline]
+    pub fn add(&mut self, v: f64) {
+        if self.add_moments(v) {
+            self.sketch.add(v);
+        }
+    }
+
+    /// Records a value in the moments only (the caller samples the sketch);
+    /// says whether it was finite.
+    #[inline]
+    pub fn add_moments(&mut self, v: f64) -> bool {
+        if !v.is_finite() {
+            if v.is_nan() {
+                self.nan += 1;
+            } else {
+                self.inf += 1;
+            }
+            return false;
+        }
+        if self.finite == 0 {
+            self.shift = v;
+        }
+        let d = v - self.shift;
+        self.finite += 1;
+        self.sum += d;
+        self.sum_sq += d * d;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        true
+    }
+
+    #[inline]
+    pub fn add_sketch(&mut self, v: f64) {
+        self.sketch.add(v);
+    }
+
+    /// Count, mean and sum of squared deviations from the mean.
+    fn moments(&self) -> (u64, f64, f64) {
+        if self.finite == 0 {
+            return (0, 0.0, 0.0);
+        }
+        let n = self.finite as f64;
+        let mean_d = self.sum / n;
+        let m2 = (self.sum_sq - self.sum * mean_d).max(0.0);
+        (self.finite, self.shift + mean_d, m2)
+    }
+
+    /// Folds `other` into `self` (Chan et al.'s parallel combination).
+    pub fn merge(&mut self, other: &ValueAcc) {
+        self.nan += other.nan;
+        self.inf += other.inf;
+        if other.finite == 0 {
+            return;
+        }
+        if self.finite == 0 {
+            let (nan, inf) = (self.nan, self.inf);
+            *self = other.clone();
+            self.nan = nan;
+            self.inf = inf;
+            return;
+        }
+        let (na, ma, m2a) = self.moments();
+        let (nb, mb, m2b) = other.moments();
+        let n = (na + nb) as f64;
+        let delta = mb - ma;
+        let mean = ma + delta * nb as f64 / n;
+        let m2 = m2a + m2b + delta * delta * na as f64 * nb as f64 / n;
+        // Re-express around the merged mean: sum = 0, sum_sq = m2.
+        self.finite = na + nb;
+        self.shift = mean;
+        self.sum = 0.0;
+        self.sum_sq = m2;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        // Same configuration on both sides, so merging cannot fail.
+        let _ = self.sketch.merge(&other.sketch);
+    }
+
+    pub fn summary(&self) -> Summary {
+        let (n, mean, m2) = self.moments();
+        let finite = n > 0;
+        let some = |v: f64| finite.then_some(v);
+        let q = |p: f64| self.sketch.quantile(p).ok().flatten();
+        Summary {
+            count: n + self.nan + self.inf,
+            mean: some(mean),
+            std: some((m2 / n.max(1) as f64).sqrt()),
+            min: some(self.min),
+            max: some(self.max),
+            p5: q(0.05),
+            median: q(0.5),
+            p95: q(0.95),
+            nan: self.nan,
+            inf: self.inf,
+        }
+    }
+}
+
+/// What a window says of one tensor or feature. Moments and extremes cover
+/// the finite values; `count` all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub count: u64,
+    pub mean: Option<f64>,
+    /// Population standard deviation (divides by n).
+    pub std: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub p5: Option<f64>,
+    pub median: Option<f64>,
+    pub p95: Option<f64>,
+    pub nan: u64,
+    pub inf: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exact(values: &[f64]) -> (f64, f64) {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn moments_match_the_two_pass_formula_after_merging() {
+        let values: Vec<f64> = (0..1000)
+            .map(|i| 1e6 + ((i * 7919) % 1000) as f64 / 10.0)
+            .collect();
+        let (mut a, mut b) = (ValueAcc::default(), ValueAcc::default());
+        for (i, &v) in values.iter().enumerate() {
+            if i % 3 == 0 {
+                a.add(v)
+            } else {
+                b.add(v)
+            }
+        }
+        a.add(f64::NAN);
+        b.add(f64::INFINITY);
+        a.merge(&b);
+        let s = a.summary();
+        let (mean, std) = exact(&values);
+        assert_eq!(s.count, 1002);
+        assert_eq!((s.nan, s.inf), (1, 1));
+        assert!((s.mean.unwrap() - mean).abs() < 1e-6, "{s:?} vs {mean}");
+        assert!((s.std.unwrap() - std).abs() < 1e-6, "{s:?} vs {std}");
+        assert_eq!(s.min, Some(1e6));
+        assert_eq!(s.max, Some(1e6 + 99.9));
+        let median = s.median.unwrap();
+        assert!((median - (1e6 + 49.9)).abs() <= 0.01 * 1e6 + 1.0);
+    }
+
+    #[test]
+    fn quantiles_are_within_the_sketch_accuracy() {
+        let mut a = ValueAcc::default();
+        let values: Vec<f64> = (1..=10_000).map(|i| i as f64 / 100.0).collect();
+        for &v in &values {
+            a.add(v);
+        }
+        let s = a.summary();
+        for (got, want) in [(s.p5, 5.0), (s.median, 50.0), (s.p95, 95.0)] {
+            let got = got.unwrap();
+            assert!((got - want).abs() <= 0.02 * want, "{got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn empty_and_all_nan_have_no_moments() {
+        let mut a = ValueAcc::default();
+        assert_eq!(a.summary().mean, None);
+        a.add(f64::NAN);
+        let s = a.summary();
+        assert_eq!((s.count, s.nan, s.mean, s.median), (1, 1, None, None));
+    }
+}
