@@ -4,7 +4,9 @@
 #     PyPI into .ort/ (the server loads it at start-up; ORT_DYLIB_PATH points
 #     elsewhere if you have your own);
 #   - with --test: a virtualenv .venv with the pinned Python test clients
-#     (tritonclient, pytest).
+#     (tritonclient, pytest), and Prometheus from Debian's `prometheus`
+#     package, unpacked into .prometheus/ (dpkg-deb -x: nothing installed
+#     system-wide, no service started) for the scrape test.
 # Idempotent: what is already in place is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +38,21 @@ if [ "${1:-}" = "--test" ]; then
         .venv/bin/python -m pip install --quiet -r scripts/requirements-test.txt
         cp scripts/requirements-test.txt .venv/.requirements-test.txt
     fi
+    PROMETHEUS=.prometheus/usr/bin/prometheus
+    if [ ! -x "$PROMETHEUS" ]; then
+        echo "setup: fetching Debian's prometheus package and unpacking it into .prometheus/"
+        deb=$(mktemp -d)
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        if ! (cd "$deb" && apt-get download prometheus >/dev/null 2>&1); then
+            # A fresh machine has no package lists yet.
+            $SUDO apt-get update -qq
+            (cd "$deb" && apt-get download prometheus >/dev/null)
+        fi
+        mkdir -p .prometheus
+        dpkg-deb -x "$deb"/prometheus_*.deb .prometheus
+        rm -rf "$deb"
+    fi
+    echo "setup: Prometheus at $PROMETHEUS ($("$PROMETHEUS" --version 2>&1 | head -1))"
 fi
 echo "setup: ONNX Runtime library at $ORT_LIB"

@@ -6,13 +6,95 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
+use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::json;
+
+/// `/metrics` parsed by a Prometheus text-format parser; samples looked up
+/// by a selector written as Prometheus prints it: `name{k="v",...}`.
+struct Scraped(Scrape);
+
+impl Scraped {
+    async fn get(client: &reqwest::Client, addr: SocketAddr) -> Scraped {
+        let text = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        Scraped(Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap())
+    }
+
+    fn selector(selector: &str) -> (String, Vec<(String, String)>) {
+        let (name, labels) = selector.split_once('{').unwrap_or((selector, "}"));
+        let labels = labels
+            .trim_end_matches('}')
+            .split("\",")
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_string(), v.trim_matches('"').to_string())
+            })
+            .collect();
+        (name.to_string(), labels)
+    }
+
+    fn find(&self, name: &str, labels: &[(String, String)]) -> Option<&prometheus_parse::Sample> {
+        self.0.samples.iter().find(|s| {
+            s.metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(k) == Some(v.as_str()))
+                && s.labels.len() == labels.len()
+        })
+    }
+
+    fn histogram(&self, selector: &str) -> Vec<prometheus_parse::HistogramCount> {
+        let (name, labels) = Self::selector(selector);
+        match self.find(&name, &labels).map(|s| &s.value) {
+            Some(Sample::Histogram(buckets)) => buckets.clone(),
+            other => panic!("{selector}: not a histogram: {other:?}"),
+        }
+    }
+
+    fn value(&self, selector: &str) -> f64 {
+        let (name, mut labels) = Self::selector(selector);
+        if let Some(base) = name.strip_suffix("_bucket") {
+            let le: f64 = labels
+                .pop()
+                .filter(|(k, _)| k == "le")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            let buckets = match self.find(base, &labels).map(|s| &s.value) {
+                Some(Sample::Histogram(b)) => b.clone(),
+                other => panic!("{selector}: not a histogram: {other:?}"),
+            };
+            return buckets.iter().find(|b| b.less_than == le).unwrap().count;
+        }
+        match self.find(&name, &labels).map(|s| &s.value) {
+            Some(Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v)) => *v,
+            other => panic!(
+                "{selector}: no such sample ({other:?}) among {:?}",
+                self.0
+                    .samples
+                    .iter()
+                    .filter(|s| s.metric == name)
+                    .map(|s| &s.labels)
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+}
 
 #[tokio::test]
 async fn requests_failures_and_durations_are_exported() {
     let repo = repo_with(&["tiny", "digits"]);
     let mut config = infergate::Config::new(repo.path(), ort_lib());
     config.poll_interval = None;
+    config.window.length = std::time::Duration::from_millis(700);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let listeners = infergate::Listeners::bind(any, any, Some(any))
         .await
@@ -101,24 +183,8 @@ async fn requests_failures_and_durations_are_exported() {
     let body = r.text().await.unwrap();
     assert!(body.contains("schema rule max"), "{body}");
 
-    let text = client
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |needle: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(needle))
-            .unwrap_or_else(|| panic!("no line starting with {needle} in\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let scrape = Scraped::get(&client, metrics).await;
+    let value = |selector: &str| scrape.value(selector);
     assert_eq!(
         value(r#"infergate_requests_total{model="tiny",version="1",protocol="http",status="ok"}"#),
         3.0
@@ -147,7 +213,14 @@ async fn requests_failures_and_durations_are_exported() {
         ),
         3.0
     );
-    assert!(text.contains("# TYPE infergate_request_duration_seconds histogram"));
+    assert!(
+        scrape
+            .histogram(
+                r#"infergate_request_duration_seconds{model="tiny",version="1",protocol="http"}"#
+            )
+            .len()
+            > 10
+    );
     assert_eq!(
         value(r#"infergate_requests_total{model="tiny",version="1",protocol="grpc",status="ok"}"#),
         1.0
@@ -214,7 +287,112 @@ async fn requests_failures_and_durations_are_exported() {
     );
     // The process itself.
     assert!(value("process_resident_memory_bytes") > 1e6);
-    assert!(text.contains("process_cpu_seconds_total"));
+    // Whole seconds (metrics-process counts integers): present, maybe 0 yet.
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+
+    // Window summaries and drift scores: the gauges say what /stats says.
+    let heldout: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models/digits/data/heldout.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<f64> = heldout["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(200)
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
+    let r = client
+        .post(format!("http://{http}/v2/models/digits/versions/2/infer"))
+        .json(&json!({ "inputs": [{ "name": "input", "shape": [200, 64], "datatype": "FP32", "data": rows }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut window = serde_json::Value::Null;
+    for _ in 0..500 {
+        let stats: serde_json::Value = client
+            .get(format!("http://{http}/v2/models/digits/versions/2/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        window = stats["model_stats"][0]["distribution"]["windows"][0].clone();
+        if !window.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(window["inputs"][0]["rows"], 200, "{window}");
+    // The clock publishes the gauges right after closing the window.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let scrape = Scraped::get(&client, metrics).await;
+    let value = |selector: &str| scrape.value(selector);
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert_eq!(
+        value(r#"infergate_window_requests_per_second{model="digits",version="2"}"#),
+        f(&window["qps"])
+    );
+    assert_eq!(
+        value(
+            r#"infergate_window_value{model="digits",version="2",tensor="input",feature="all",stat="mean"}"#
+        ),
+        f(&window["inputs"][0]["mean"])
+    );
+    assert_eq!(
+        value(
+            r#"infergate_window_value{model="digits",version="2",tensor="input",feature="12",stat="p95"}"#
+        ),
+        f(&window["inputs"][0]["features"][12]["p95"])
+    );
+    assert_eq!(
+        value(r#"infergate_window_nan_values{model="digits",version="2",tensor="input"}"#),
+        0.0
+    );
+    let drift = &window["drift"];
+    assert_eq!(
+        value(r#"infergate_drift_psi_max{model="digits",version="2"}"#),
+        f(&drift["psi_max"])
+    );
+    assert_eq!(
+        value(r#"infergate_drift_ks_max{model="digits",version="2"}"#),
+        f(&drift["ks_max"])
+    );
+    let psi12 = drift["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["feature"] == 12)
+        .unwrap();
+    assert_eq!(
+        value(r#"infergate_drift_psi{model="digits",version="2",input="input",feature="12"}"#),
+        f(&psi12["psi"])
+    );
+    assert_eq!(
+        value(r#"infergate_drift_detected{model="digits",version="2"}"#),
+        0.0
+    );
+    let classes: u64 = window["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap()["predicted_class"]["3"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        value(
+            r#"infergate_window_predicted_class_ratio{model="digits",version="2",tensor="label",class="3"}"#
+        ),
+        classes as f64 / 200.0
+    );
+
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

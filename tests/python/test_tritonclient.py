@@ -585,6 +585,18 @@ def test_statistics_fields_http(http_client):
         assert set(m["inference_stats"][key]) == {"count", "ns"}, key
     assert isinstance(m["last_inference"], int)
     assert isinstance(m["batch_stats"], list)
+    # infergate's extension rides along; Triton's client passes it through.
+    d = m["distribution"]
+    assert d["window_seconds"] == 60 and d["windows_kept"] == 10
+    assert isinstance(d["windows"], list)
+
+
+def test_statistics_extension_is_ignored_by_the_grpc_client(grpc_client):
+    # Field 100 (distribution_json) is unknown to tritonclient's own
+    # protobuf classes: parsing must still succeed and keep Triton's fields.
+    stats = grpc_client.get_inference_statistics("tiny", "1", as_json=True)
+    (m,) = stats["model_stats"]
+    assert m["name"] == "tiny" and "distribution_json" not in m
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
