@@ -178,5 +178,70 @@ fn in_process(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, batching, in_process);
+/// What window statistics cost the inference thread, next to what the model
+/// itself costs, for the same 64-row batch of the mlp benchmark model
+/// (256 input features, 64 of them summarised one by one, 10 outputs):
+/// `record / run` is the share of compute statistics add.
+fn window_cost(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
+    infergate::backend::onnx::init(&lib).expect("ONNX Runtime library (run `make setup`)");
+    let mut g = c.benchmark_group("window_cost");
+    for (model, dir) in [
+        ("mlp", root.join("benches/models/mlp/1")),
+        ("digits", root.join("models/digits/2")),
+    ] {
+        let mut backend = infergate::backend::load(
+            &dir,
+            &infergate::backend::LoadOptions {
+                intra_op_threads: 1,
+            },
+        )
+        .expect("model loads (benches/models comes from scripts/make_bench_models.py)");
+        let signature = backend.signature().clone();
+        let baseline = dir.join("baseline.json");
+        let baseline = baseline
+            .exists()
+            .then(|| infergate::window::drift::BaselineFile::read(&baseline).unwrap());
+        let windows = infergate::window::Windows::new(
+            model,
+            1,
+            &signature,
+            infergate::window::WindowConfig {
+                length: std::time::Duration::from_secs(3600),
+                keep: 1,
+                max_features: 64,
+            },
+            Default::default(),
+            baseline,
+            1,
+        )
+        .unwrap();
+        let rows = 64;
+        let mut inputs = signature.zero_inputs(rows);
+        for t in &mut inputs {
+            if let TensorData::Fp32(v) = &mut t.data {
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = ((i * 7919) % 17) as f32;
+                }
+            }
+        }
+        let outputs = backend.run(inputs.clone()).unwrap();
+        g.throughput(Throughput::Elements(rows as u64));
+        g.bench_function(format!("{model}_run_{rows}rows"), |b| {
+            b.iter(|| backend.run(black_box(inputs.clone())).unwrap())
+        });
+        g.bench_function(format!("{model}_record_{rows}rows"), |b| {
+            b.iter(|| {
+                windows.record_inputs(0, black_box(&inputs));
+                windows.record_outputs(0, black_box(&outputs));
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, codec, batching, in_process, window_cost);
 criterion_main!(benches);

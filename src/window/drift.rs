@@ -43,13 +43,50 @@ pub struct InputBaseline {
 pub struct FeatureBins {
     pub edges: Vec<f64>,
     pub fractions: Vec<f64>,
+    /// The spacing of evenly spaced edges (integer-valued features, say):
+    /// then a value's bin is computed, not searched for.
+    #[serde(skip)]
+    step: Option<f64>,
 }
 
 impl FeatureBins {
+    pub fn new(edges: Vec<f64>, fractions: Vec<f64>) -> FeatureBins {
+        let mut bins = FeatureBins {
+            edges,
+            fractions,
+            step: None,
+        };
+        bins.prepare();
+        bins
+    }
+
+    fn prepare(&mut self) {
+        let e = &self.edges;
+        self.step = (e.len() >= 2)
+            .then(|| (e[e.len() - 1] - e[0]) / (e.len() - 1) as f64)
+            .filter(|&s| s > 0.0 && e.windows(2).all(|w| ((w[1] - w[0]) - s).abs() <= 1e-9 * s));
+    }
+
     /// The bin of a finite value: the first edge at or above it.
     #[inline]
     pub fn bin(&self, v: f64) -> usize {
-        self.edges.partition_point(|&e| e < v)
+        let e = &self.edges;
+        // Most values of many features sit in the first bin (blank pixels,
+        // zero counts): no search for them.
+        match e.first() {
+            None => return 0,
+            Some(&first) if v <= first => return 0,
+            Some(&first) => {
+                if let Some(step) = self.step {
+                    let i = (((v - first) / step).ceil() as usize).clamp(1, e.len());
+                    // Exact despite rounding: check the guess.
+                    if e[i - 1] < v && (i == e.len() || v <= e[i]) {
+                        return i;
+                    }
+                }
+            }
+        }
+        e.partition_point(|&x| x < v)
     }
 }
 
@@ -61,6 +98,12 @@ impl BaselineFile {
             .map_err(|e| format!("cannot read baseline {}: {e}", path.display()))?;
         let b: BaselineFile =
             serde_json::from_str(&text).map_err(|e| format!("baseline {}: {e}", path.display()))?;
+        let mut b = b;
+        for input in b.inputs.values_mut() {
+            for f in &mut input.features {
+                f.prepare();
+            }
+        }
         for (name, input) in &b.inputs {
             for (i, f) in input.features.iter().enumerate() {
                 let bad = |why: &str| {
@@ -128,10 +171,7 @@ mod tests {
 
     #[test]
     fn identical_distributions_score_zero_and_shifted_ones_high() {
-        let bins = FeatureBins {
-            edges: vec![1.0, 2.0],
-            fractions: vec![0.25, 0.5, 0.25],
-        };
+        let bins = FeatureBins::new(vec![1.0, 2.0], vec![0.25, 0.5, 0.25]);
         assert_eq!(score(&bins, &[25, 50, 25]), Some((0.0, 0.0)));
         let (psi, ks) = score(&bins, &[0, 0, 100]).unwrap();
         assert!((ks - 0.75).abs() < 1e-12);
@@ -144,10 +184,24 @@ mod tests {
 
     #[test]
     fn values_fall_in_right_closed_bins() {
-        let bins = FeatureBins {
-            edges: vec![0.0, 3.0],
-            fractions: vec![0.5, 0.5, 0.0],
-        };
+        // Evenly spaced edges (computed bins) and uneven ones (searched)
+        // agree with the plain definition.
+        for edges in [
+            vec![0.0, 3.0],
+            vec![0.0, 1.0, 2.0, 3.0],
+            vec![0.0, 0.1, 0.2, 0.3],
+            vec![0.0, 1.0, 5.0, 6.0],
+        ] {
+            let n = edges.len();
+            let bins = FeatureBins::new(edges.clone(), vec![1.0 / (n + 1) as f64; n + 1]);
+            for i in -20..=80 {
+                let v = i as f64 / 10.0;
+                let want = edges.iter().filter(|&&e| e < v).count();
+                assert_eq!(bins.bin(v), want, "{v} in {edges:?}");
+            }
+        }
+        let bins = FeatureBins::new(vec![0.0, 3.0], vec![0.5, 0.5, 0.0]);
+        assert!(bins.step.is_some());
         assert_eq!(
             [-1.0, 0.0, 0.5, 3.0, 3.5].map(|v| bins.bin(v)),
             [0, 0, 1, 1, 2]

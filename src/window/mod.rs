@@ -13,6 +13,7 @@
 
 pub mod drift;
 pub mod latency;
+pub mod sketch;
 pub mod summary;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -72,6 +73,8 @@ impl Default for DriftConfig {
 /// How a tensor's rows are summarised; fixed at load from the signature.
 struct Plan {
     name: String,
+    /// Features of a `[batch, features]` tensor, when the model fixes them.
+    width: Option<usize>,
     /// Per-feature accumulators (rank-2 tensors with a known width).
     features: usize,
     classes: Classes,
@@ -109,6 +112,7 @@ impl Plan {
         };
         Plan {
             name: spec.name.clone(),
+            width,
             features: width.map_or(0, |w| w.min(cfg.max_features)),
             classes,
             baseline,
@@ -167,65 +171,91 @@ impl TensorAcc {
         }
     }
 
-    /// One tensor of a run: every row, every element.
-    fn record(&mut self, plan: &Plan, t: &Tensor) {
+    /// One tensor of a run: every row, every element. Rows are widened to
+    /// f64 into `row` (reused across calls), then each accumulator walks the
+    /// part of the row it owns without a per-element branch on its index.
+    fn record(&mut self, plan: &Plan, t: &Tensor, row: &mut Vec<f64>) {
         let n = t.data.len();
         let rows = match t.shape.first() {
             Some(&r) if r > 0 => r as usize,
             _ => 1,
         };
-        if n == 0 || !n.is_multiple_of(rows) {
+        if n == 0 || !n.is_multiple_of(rows) || matches!(t.data, TensorData::Bytes(_)) {
             return;
         }
         let per_row = n / rows;
         self.rows += rows as u64;
-        let stride = per_row.div_ceil(SKETCH_PER_ROW);
         let features = self.features.len().min(per_row);
+        // When every feature has its own accumulator, the whole tensor's
+        // summary is their merge (see `summary_of_all`): each element is
+        // accumulated once. Otherwise the moments see every element and the
+        // quantile sketch evenly spaced ones.
+        let whole = (features < per_row).then(|| per_row.div_ceil(SKETCH_PER_ROW));
         let binned = self.bins.len().min(per_row);
-        let mut j = 0usize;
-        let mut best = (f64::NEG_INFINITY, None::<usize>);
-        let mut element = |acc: &mut TensorAcc, v: f64| {
-            if acc.all.add_moments(v) && (stride == 1 || j.is_multiple_of(stride)) {
-                acc.all.add_sketch(v);
+        for r in 0..rows {
+            row.clear();
+            widen(&t.data, r * per_row..(r + 1) * per_row, row);
+            if let Some(stride) = whole {
+                for &v in row.iter() {
+                    self.all.add_moments(v);
+                }
+                for &v in row.iter().step_by(stride) {
+                    if v.is_finite() {
+                        self.all.add_sketch(v);
+                    }
+                }
             }
-            if j < features {
-                acc.features[j].add(v);
+            for (acc, &v) in self.features.iter_mut().zip(&row[..features]) {
+                acc.add(v);
             }
-            if j < binned && !v.is_nan() {
-                let b = plan.baseline[j].bin(v);
-                acc.bins[j][b] += 1;
+            for ((counts, bins), &v) in self.bins.iter_mut().zip(&plan.baseline).zip(&row[..binned])
+            {
+                if !v.is_nan() {
+                    counts[bins.bin(v)] += 1;
+                }
             }
             match plan.classes {
-                Classes::Argmax if v > best.0 => best = (v, Some(j)),
-                Classes::Label if j == 0 && v.is_finite() => best = (v, Some(v as usize)),
+                Classes::Argmax => {
+                    let mut best: Option<(usize, f64)> = None;
+                    for (k, &v) in row.iter().enumerate() {
+                        if best.is_none_or(|(_, b)| v > b) && !v.is_nan() {
+                            best = Some((k, v));
+                        }
+                    }
+                    if let Some((k, _)) = best {
+                        self.count_class(k as i64, 1);
+                    }
+                }
+                Classes::Label if row[0].is_finite() => self.count_class(row[0] as i64, 1),
                 _ => {}
             }
-            j += 1;
-            if j == per_row {
-                j = 0;
-                match (plan.classes, best.1) {
-                    (Classes::Argmax, Some(k)) => acc.count_class(k as i64, 1),
-                    (Classes::Label, Some(_)) => acc.count_class(best.0 as i64, 1),
-                    _ => {}
-                }
-                best = (f64::NEG_INFINITY, None);
+        }
+    }
+
+    /// The whole-tensor summary (see `record` for where its quantiles
+    /// come from).
+    fn summary_of_all(&self, plan: &Plan) -> Summary {
+        if plan.features > 0 && Some(plan.features) == plan.width {
+            let mut all = ValueAcc::default();
+            for f in &self.features {
+                all.merge(f);
             }
-        };
-        for_each_f64(&t.data, |v| element(self, v));
+            all.summary()
+        } else {
+            self.all.summary()
+        }
     }
 }
 
-/// Calls `f` with every numeric element as f64 (BYTES have none).
-fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) {
+/// Appends elements `range` of `data` to `out` as f64 (BYTES have none).
+fn widen(data: &TensorData, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
     macro_rules! each {
         ($v:expr) => {
-            for &x in $v.iter() {
-                f(x as f64)
-            }
+            out.extend($v[range].iter().map(|&x| x as f64))
         };
     }
     match data {
-        TensorData::Bool(v) => each!(v.iter().map(|&b| b as u8).collect::<Vec<_>>()),
+        TensorData::Bool(v) => out.extend(v[range].iter().map(|&b| b as u8 as f64)),
         TensorData::Uint8(v) => each!(v),
         TensorData::Uint16(v) => each!(v),
         TensorData::Uint32(v) => each!(v),
@@ -234,7 +264,7 @@ fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) {
         TensorData::Int16(v) => each!(v),
         TensorData::Int32(v) => each!(v),
         TensorData::Int64(v) => each!(v),
-        TensorData::Fp16(v) => v.iter().for_each(|x| f(x.to_f64())),
+        TensorData::Fp16(v) => out.extend(v[range].iter().map(|x| x.to_f64())),
         TensorData::Fp32(v) => each!(v),
         TensorData::Fp64(v) => each!(v),
         TensorData::Bytes(_) => {}
@@ -246,6 +276,8 @@ fn for_each_f64(data: &TensorData, mut f: impl FnMut(f64)) {
 struct Shard {
     inputs: Vec<TensorAcc>,
     outputs: Vec<TensorAcc>,
+    /// Scratch: the row being recorded, as f64.
+    row: Vec<f64>,
 }
 
 /// The windows of one model version.
@@ -330,6 +362,7 @@ impl Windows {
         let empty = Shard {
             inputs: inputs.iter().map(Plan::accumulator).collect(),
             outputs: outputs.iter().map(Plan::accumulator).collect(),
+            row: Vec::new(),
         };
         Ok(Windows {
             model: model.to_string(),
@@ -378,20 +411,22 @@ impl Windows {
     /// The inputs of one run, by the inference thread `shard`.
     pub fn record_inputs(&self, shard: usize, inputs: &[Tensor]) {
         self.open();
-        let mut s = lock(&self.shards[shard % self.shards.len()]);
+        let mut guard = lock(&self.shards[shard % self.shards.len()]);
+        let s = &mut *guard;
         for t in inputs {
             if let Some(i) = self.inputs.iter().position(|p| p.name == t.name) {
-                s.inputs[i].record(&self.inputs[i], t);
+                s.inputs[i].record(&self.inputs[i], t, &mut s.row);
             }
         }
     }
 
     /// The outputs of one run.
     pub fn record_outputs(&self, shard: usize, outputs: &[Tensor]) {
-        let mut s = lock(&self.shards[shard % self.shards.len()]);
+        let mut guard = lock(&self.shards[shard % self.shards.len()]);
+        let s = &mut *guard;
         for t in outputs {
             if let Some(i) = self.outputs.iter().position(|p| p.name == t.name) {
-                s.outputs[i].record(&self.outputs[i], t);
+                s.outputs[i].record(&self.outputs[i], t, &mut s.row);
             }
         }
     }
@@ -479,7 +514,7 @@ impl Windows {
             name: plan.name.clone(),
             rows: acc.rows,
             missing,
-            summary: acc.all.summary(),
+            summary: acc.summary_of_all(plan),
             features: acc.features.iter().map(ValueAcc::summary).collect(),
             predicted_class: (plan.classes != Classes::None).then(|| {
                 let mut m: BTreeMap<String, u64> = acc

@@ -1,18 +1,11 @@
 //! The summary of a stream of numbers: exact count, mean, std, min, max and
-//! NaN/Inf counts, and p5/median/p95 from a DDSketch (1 % relative error,
-//! mergeable, so that the shards of the inference threads combine at the end
-//! of a window without having kept the values).
+//! NaN/Inf counts, and p5/median/p95 from a quantile sketch (0.8 % relative
+//! error, mergeable, so that the shards of the inference threads combine at
+//! the end of a window without having kept the values).
 
 use serde::Serialize;
-use sketches_ddsketch::{Config, DDSketch};
 
-/// Relative accuracy of the quantiles.
-pub const SKETCH_ALPHA: f64 = 0.01;
-
-fn sketch() -> DDSketch {
-    // |v| below 1e-9 counts as zero; 2048 bins cover 1e-9..1e9 at 1 %.
-    DDSketch::new(Config::new(SKETCH_ALPHA, 2048, 1e-9))
-}
+use super::sketch::Sketch;
 
 /// Accumulates values. Moments are kept as sums of deviations from the
 /// first finite value (the "shifted data" method): one subtract and two adds
@@ -28,7 +21,7 @@ pub struct ValueAcc {
     max: f64,
     nan: u64,
     inf: u64,
-    sketch: DDSketch,
+    sketch: Sketch,
 }
 
 impl Default for ValueAcc {
@@ -42,7 +35,7 @@ impl Default for ValueAcc {
             max: f64::NEG_INFINITY,
             nan: 0,
             inf: 0,
-            sketch: sketch(),
+            sketch: Sketch::default(),
         }
     }
 }
@@ -80,6 +73,7 @@ impl ValueAcc {
         true
     }
 
+    /// Adds a finite value to the sketch only.
     #[inline]
     pub fn add_sketch(&mut self, v: f64) {
         self.sketch.add(v);
@@ -123,15 +117,16 @@ impl ValueAcc {
         self.sum_sq = m2;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        // Same configuration on both sides, so merging cannot fail.
-        let _ = self.sketch.merge(&other.sketch);
+        self.sketch.merge(&other.sketch);
     }
 
     pub fn summary(&self) -> Summary {
         let (n, mean, m2) = self.moments();
         let finite = n > 0;
         let some = |v: f64| finite.then_some(v);
-        let q = |p: f64| self.sketch.quantile(p).ok().flatten();
+        // The sketch's bucket midpoint may lie a hair outside the exact
+        // extremes: clamp.
+        let q = |p: f64| self.sketch.quantile(p).map(|v| v.clamp(self.min, self.max));
         Summary {
             count: n + self.nan + self.inf,
             mean: some(mean),

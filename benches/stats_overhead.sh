@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# What window statistics cost: QPS of infergate with statistics on (windows
+# of 1 s, so that closing windows is part of the cost) against the same
+# server with them off (--stats-window 0), side by side in one run:
+# both servers pinned to one core, the load generator to the other,
+# measured alternately (A B A B) so that drift on a shared machine hits both.
+# Target (issue 4): on / off >= 0.95.
+#
+#   bash benches/stats_overhead.sh               # DURATION=5s ROUNDS=3
+# Models: digits (64 input features, each summarised and binned against
+# its drift baseline; 10 + 1 outputs) and the mlp benchmark model (256
+# features, 64 of them per feature), one row per request, concurrency 64.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+ROUNDS=${ROUNDS:-3}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+CONCURRENCY=${CONCURRENCY:-64}
+
+bash scripts/setup.sh >/dev/null
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
+cargo build --release --locked --workspace --bins
+BIN=target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/repo" "$work/runs"
+cp -r models/digits benches/models/mlp "$work/repo/"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+declare -A HTTP GRPC
+for mode in on off; do
+    HTTP[$mode]=$(free_port); GRPC[$mode]=$(free_port)
+    [ "$mode" = on ] && window=1s || window=0s
+    taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
+        --http-port "${HTTP[$mode]}" --grpc-port "${GRPC[$mode]}" --metrics-port "$(free_port)" \
+        --stats-window "$window" >"$work/$mode.log" 2>&1 &
+    pids+=($!)
+done
+for mode in on off; do
+    for _ in $(seq 1 300); do
+        curl -sf "http://127.0.0.1:${HTTP[$mode]}/v2/health/ready" >/dev/null && break
+        sleep 0.1
+    done
+    curl -sf "http://127.0.0.1:${HTTP[$mode]}/v2/health/ready" >/dev/null || { cat "$work/$mode.log"; exit 1; }
+done
+
+for round in $(seq 1 "$ROUNDS"); do
+    for model in digits mlp; do
+        for protocol in grpc http-binary; do
+            for mode in on off; do
+                [ "$protocol" = grpc ] && port=${GRPC[$mode]} || port=${HTTP[$mode]}
+                echo "   $model $protocol stats $mode (round $round)" >&2
+                taskset -c "$CLIENT_CPU" $BIN/loadtest --target "127.0.0.1:$port" --protocol "$protocol" \
+                    --model "$model" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP" \
+                    --json --quiet >"$work/runs/$model-$protocol-$mode-$round.json"
+            done
+        done
+    done
+done
+
+python3 - "$work" <<'PY'
+import glob, json, os, statistics, sys
+work = sys.argv[1]
+runs = {}
+for path in glob.glob(f"{work}/runs/*.json"):
+    # MODEL-PROTOCOL-MODE-ROUND, where PROTOCOL may hold a dash (http-binary).
+    rest, _round = os.path.basename(path)[:-5].rsplit("-", 1)
+    rest, mode = rest.rsplit("-", 1)
+    model, protocol = rest.split("-", 1)
+    runs.setdefault((model, protocol, mode), []).append(json.load(open(path)))
+ok = True
+errors = 0
+print(f"{'model / protocol':<24}{'stats on':>12}{'stats off':>12}{'on/off':>9}  target >= 0.95")
+for model in ["digits", "mlp"]:
+    for protocol in ["grpc", "http-binary"]:
+        on = statistics.median(r["qps"] for r in runs[(model, protocol, "on")])
+        off = statistics.median(r["qps"] for r in runs[(model, protocol, "off")])
+        errors += sum(sum(r["errors"].values()) for m in ("on", "off") for r in runs[(model, protocol, m)])
+        met = on / off >= 0.95
+        ok &= met
+        print(f"{model + ' ' + protocol:<24}{on:>12.0f}{off:>12.0f}{on / off:>9.3f}  {'met' if met else 'MISSED'}")
+print(f"\nfailed requests across all runs: {errors}; all met: {ok}")
+PY
