@@ -179,9 +179,10 @@ fn in_process(c: &mut Criterion) {
 }
 
 /// What window statistics cost the inference thread, next to what the model
-/// itself costs, for the same 64-row batch of the mlp benchmark model
-/// (256 input features, 64 of them summarised one by one, 10 outputs):
-/// `record / run` is the share of compute statistics add.
+/// itself costs, for the same batch: mlp (256 input features, 64 of them
+/// summarised one by one), digits (64 features, binned for drift too) and
+/// the CNN (12 288 elements a row, summarised as a whole). `record / run`
+/// is the share of compute the statistics add.
 fn window_cost(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let lib = std::env::var_os("ORT_DYLIB_PATH")
@@ -189,9 +190,10 @@ fn window_cost(c: &mut Criterion) {
         .unwrap_or_else(|| root.join(".ort/libonnxruntime.so.1.31.1"));
     infergate::backend::onnx::init(&lib).expect("ONNX Runtime library (run `make setup`)");
     let mut g = c.benchmark_group("window_cost");
-    for (model, dir) in [
-        ("mlp", root.join("benches/models/mlp/1")),
-        ("digits", root.join("models/digits/2")),
+    for (model, dir, rows) in [
+        ("mlp", root.join("benches/models/mlp/1"), 64),
+        ("digits", root.join("models/digits/2"), 64),
+        ("cnn", root.join("benches/models/cnn/1"), 4),
     ] {
         let mut backend = infergate::backend::load(
             &dir,
@@ -219,7 +221,6 @@ fn window_cost(c: &mut Criterion) {
             1,
         )
         .unwrap();
-        let rows = 64;
         let mut inputs = signature.zero_inputs(rows);
         for t in &mut inputs {
             if let TensorData::Fp32(v) = &mut t.data {

@@ -37,6 +37,8 @@ pub const BASELINE_FILE: &str = "baseline.json";
 /// whole-tensor quantile sketch (the moments see every element): a
 /// 3×64×64 image would otherwise cost 12 288 sketch inserts per row.
 const SKETCH_PER_ROW: usize = 256;
+/// Elements widened to f64 at a time for the whole-tensor moments.
+const WIDEN_BLOCK: usize = 1024;
 /// Distinct predicted classes tracked per window; more go to `other`.
 const MAX_CLASSES: usize = 1024;
 
@@ -192,19 +194,34 @@ impl TensorAcc {
         // quantile sketch evenly spaced ones.
         let whole = (features < per_row).then(|| per_row.div_ceil(SKETCH_PER_ROW));
         let binned = self.bins.len().min(per_row);
+        // The leading elements each row's per-feature work reads.
+        let leading = if plan.classes == Classes::None {
+            features.max(binned)
+        } else {
+            per_row
+        };
         for r in 0..rows {
-            row.clear();
-            widen(&t.data, r * per_row..(r + 1) * per_row, row);
+            let base = r * per_row;
             if let Some(stride) = whole {
-                for &v in row.iter() {
-                    self.all.add_moments(v);
-                }
-                for &v in row.iter().step_by(stride) {
-                    if v.is_finite() {
-                        self.all.add_sketch(v);
+                // In L1-sized blocks: a 3x64x64 image widened at once
+                // would be 96 KiB of f64.
+                let mut start = 0;
+                while start < per_row {
+                    let end = (start + WIDEN_BLOCK).min(per_row);
+                    row.clear();
+                    widen(&t.data, base + start..base + end, row);
+                    self.all.add_moments_slice(row);
+                    let first = start.next_multiple_of(stride).min(end);
+                    for &v in row[first - start..].iter().step_by(stride) {
+                        if v.is_finite() {
+                            self.all.add_sketch(v);
+                        }
                     }
+                    start = end;
                 }
             }
+            row.clear();
+            widen(&t.data, base..base + leading, row);
             for (acc, &v) in self.features.iter_mut().zip(&row[..features]) {
                 acc.add(v);
             }
