@@ -7,7 +7,7 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare
+.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare stats-overhead
 
 setup:
 	bash scripts/setup.sh
@@ -51,3 +51,7 @@ bench: setup
 # infergate against its ceilings, side by side (see the README's Performance section).
 compare: setup
 	bash benches/compare.sh
+
+# QPS with window statistics on vs off, both servers loaded at once.
+stats-overhead: setup
+	bash benches/stats_overhead.sh
