@@ -307,7 +307,18 @@ def export_digits():
         "[schema.input]\n"
         "min = 0\n"
         "max = 16\n"
-        'nan = "reject"\n',
+        'nan = "reject"\n'
+        "\n"
+        "# The deployment gate: a version serves only if, on the held-out sample,\n"
+        "# it is at least 90 % accurate, no more than 5 points below the version\n"
+        "# serving, and its one-row p99 latency is within 50 ms.\n"
+        "[gate]\n"
+        'validation = "data/heldout.json"\n'
+        'input = "input"\n'
+        'output = "label"\n'
+        "min_accuracy = 0.9\n"
+        "max_accuracy_drop = 0.05\n"
+        "max_p99_ms = 50.0\n",
     )
 
     feats = compact_rows(X_te.astype(np.float32), lambda v: repr(float(v)))
@@ -386,6 +397,17 @@ def export_types():
     graph = helper.make_graph(nodes, "types", inputs=inputs, outputs=outputs)
     write_model("tests/models/types/1/model.onnx",
                 make_model(graph, "test-only: in_<t> -> Identity -> out_<t> for every KServe-V2 datatype"))
+
+
+def export_random_digits():
+    """Test-only: the digits network with random weights (seeded), a version
+    the deployment gate must refuse (accuracy near 10 %)."""
+    rng = np.random.default_rng(7)
+    layers = [(rng.normal(0, 0.1, (64, 10)).astype(np.float32), rng.normal(0, 0.1, 10).astype(np.float32))]
+    model = make_model(digits_graph(layers, "digits_random"),
+                       "test-only: digits with random weights, for the deployment gate",
+                       {"trained_at": trained_at_now(), "algorithm": "random weights (not trained)"})
+    write_model("tests/models/digits_random/model.onnx", model)
 
 
 # --------------------------------------------------------------------------
@@ -474,6 +496,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true",
                     help="after generating, load and run every model in ONNX Runtime and compare with the fixtures")
     ap.add_argument("--check-only", action="store_true", help="only run the ONNX Runtime self-check")
+    ap.add_argument("--random-only", action="store_true",
+                    help="only (re)write the test-only random-weights digits model")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only (re)write the digits drift baselines (models/digits/*/baseline.json)")
     args = ap.parse_args(argv)
@@ -481,10 +505,14 @@ def main(argv=None) -> int:
     if args.baselines_only:
         write_baselines()
         return 0
+    if args.random_only:
+        export_random_digits()
+        return 0
     if not args.check_only:
         export_digits()
         export_tiny()
         export_types()
+        export_random_digits()
     if args.check or args.check_only:
         check()
     return 0

@@ -96,6 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_STATS_MAX_FEATURES", default_value_t = 64)]
     pub stats_max_features: usize,
 
+    /// Bearer token required by the control endpoints (repository
+    /// load/unload, promote, rollback), e.g. from a secret; unset: open.
+    #[arg(long, env = "INFERGATE_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+
     /// Log format: text or json.
     #[arg(long, env = "INFERGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -114,6 +119,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Window statistics defaults; a zero length turns them off.
     pub window: crate::window::WindowConfig,
+    pub control_token: Option<String>,
 }
 
 impl From<&ServeArgs> for Config {
@@ -131,6 +137,7 @@ impl From<&ServeArgs> for Config {
                 keep: a.stats_windows_kept.max(1),
                 max_features: a.stats_max_features,
             },
+            control_token: a.control_token.clone().filter(|t| !t.is_empty()),
         }
     }
 }
@@ -154,6 +161,7 @@ impl Config {
                 keep: 10,
                 max_features: 64,
             },
+            control_token: None,
         }
     }
 }

@@ -99,6 +99,13 @@ pub enum Error {
 
     #[error("the server is shutting down")]
     ShuttingDown,
+
+    /// A control request that cannot be done in the current state.
+    #[error("{0}")]
+    Conflict(String),
+
+    #[error("this endpoint needs the control token: send `Authorization: Bearer <token>`")]
+    Unauthorized,
 }
 
 /// How an error is classed: one per status an adapter can return. Also the
@@ -113,6 +120,11 @@ pub enum ErrorKind {
     Unavailable,
     /// The runtime failed on a request it had accepted.
     Internal,
+    /// A control request that does not fit the current state (nothing to
+    /// roll back to, say).
+    Conflict,
+    /// A control request without the configured token.
+    Unauthenticated,
 }
 
 impl ErrorKind {
@@ -122,6 +134,8 @@ impl ErrorKind {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -146,6 +160,8 @@ impl Error {
             | Error::Overloaded { .. }
             | Error::ShuttingDown => ErrorKind::Unavailable,
             Error::Inference { .. } => ErrorKind::Internal,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Unauthorized => ErrorKind::Unauthenticated,
         }
     }
 }

@@ -217,11 +217,13 @@ fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
         .versions
         .iter()
         .filter_map(|(v, slot)| match &slot.state {
-            VersionState::Unavailable(reason) => Some((v.to_string(), reason.clone())),
+            VersionState::Unavailable(reason) | VersionState::Failed(reason) => {
+                Some((v.to_string(), reason.clone()))
+            }
             VersionState::Ready(_) => None,
         })
         .collect();
-    let newest_ready = entry.newest_ready().map(|v| v.version);
+    let newest_ready = entry.serving().map(|v| v.version);
     let newer_failed: Vec<&String> = unavailable
         .keys()
         .filter(|v| v.parse::<u64>().is_ok_and(|v| v > version.version))
@@ -251,13 +253,7 @@ fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
     } else if version.sha256.is_empty() {
         (Verdict::Warn, "the model file's sha256 is unknown".into())
     } else {
-        (
-            Verdict::Ok,
-            format!(
-                "version {} is the newest on disk and serves",
-                version.version
-            ),
-        )
+        (Verdict::Ok, format!("version {} serves", version.version))
     };
     Deployment {
         verdict,

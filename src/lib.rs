@@ -49,6 +49,33 @@ pub struct AppState {
     /// shutdown begins, so load balancers stop sending work.
     pub ready: AtomicBool,
     pub max_request_bytes: usize,
+    /// Bearer token the control endpoints (repository load/unload, promote,
+    /// rollback) require; `None`: they are open.
+    pub control_token: Option<String>,
+}
+
+impl AppState {
+    /// Checks a control request's `Authorization` value.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), error::Error> {
+        let Some(token) = &self.control_token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare in constant time: the token is a secret.
+        let same = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(error::Error::Unauthorized)
+        }
+    }
 }
 
 /// The sockets to serve on, bound by the caller (tests bind port 0).
@@ -113,6 +140,7 @@ pub async fn run(
         core: Core::new(repository.clone()),
         ready: AtomicBool::new(false),
         max_request_bytes: config.max_request_bytes,
+        control_token: config.control_token.clone(),
     });
 
     let (stop, stopped) = watch::channel(false);

@@ -30,6 +30,8 @@ pub fn status_of(error: &Error) -> Status {
         ErrorKind::InvalidArgument => Status::invalid_argument(message),
         ErrorKind::Unavailable => Status::unavailable(message),
         ErrorKind::Internal => Status::internal(message),
+        ErrorKind::Conflict => Status::failed_precondition(message),
+        ErrorKind::Unauthenticated => Status::unauthenticated(message),
     }
 }
 
@@ -64,6 +66,17 @@ pub async fn serve(
 
 struct Service {
     state: Arc<AppState>,
+}
+
+impl Service {
+    /// The control token, from the `authorization: Bearer …` metadata.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.state.authorize(header).map_err(|e| status_of(&e))
+    }
 }
 
 fn version_arg(v: &str) -> Option<&str> {
@@ -267,6 +280,7 @@ impl GrpcInferenceService for Service {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.authorize(&req)?;
         let req = req.into_inner();
         self.state
             .core
@@ -281,6 +295,7 @@ impl GrpcInferenceService for Service {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.authorize(&req)?;
         let req = req.into_inner();
         self.state
             .core

@@ -75,6 +75,8 @@ pub fn status_of(error: &Error) -> StatusCode {
         ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
     }
 }
 
@@ -156,6 +158,9 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
             if method != Method::POST {
                 return not_allowed();
             }
+            if let Err(e) = state.authorize(authorization(&req)) {
+                return from_error(&e);
+            }
             let repository = &state.core.repository;
             let result = if *action == "load" {
                 repository.load_model(model).await
@@ -203,13 +208,62 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                     ),
                     Err(e) => from_error(&e),
                 },
+                (["promote" | "rollback"], &Method::POST) if version.is_none() => {
+                    if let Err(e) = state.authorize(authorization(&req)) {
+                        return from_error(&e);
+                    }
+                    let promote = rest == ["promote"];
+                    match control(state, req, &model, promote).await {
+                        Ok(v) => json_response(StatusCode::OK, &v),
+                        Err(e) => from_error(&e),
+                    }
+                }
                 (["infer"], &Method::POST) => infer(state, req, &model, version.as_deref()).await,
                 ([] | ["ready"] | ["stats"] | ["health"] | ["infer"], _) => not_allowed(),
+                (["promote" | "rollback"], _) if version.is_none() => not_allowed(),
                 _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
             }
         }
         _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
+}
+
+fn authorization(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// `POST …/promote` with `{"version": V}` (a number or its string), and
+/// `POST …/rollback` (any body): which version serves now, and before.
+async fn control(
+    state: &AppState,
+    req: Request<Incoming>,
+    model: &str,
+    promote: bool,
+) -> Result<Value, Error> {
+    let repository = &state.core.repository;
+    if !promote {
+        let (from, to) = repository.rollback(model).await?;
+        return Ok(
+            json!({ "model": model, "primary": to.to_string(), "previous": from.to_string() }),
+        );
+    }
+    let body = read_body(state, req)
+        .await
+        .map_err(|Refusal(_, message)| Error::BadRequest(message))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        Error::BadRequest(format!("promote needs a JSON body {{\"version\": V}}: {e}"))
+    })?;
+    let version = match &v["version"] {
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+    .ok_or_else(|| Error::BadRequest("promote needs {\"version\": V}".into()))?;
+    let number = crate::repository::registry::parse_version(&version)?;
+    let before = repository.promote(model, number).await?;
+    Ok(json!({ "model": model, "primary": number.to_string(), "previous": before.to_string() }))
 }
 
 /// A request the HTTP layer itself refuses (body too large, unreadable,

@@ -97,6 +97,9 @@ pub struct ModelConfig {
     pub drift: DriftSettings,
     #[serde(default)]
     pub health: HealthConfig,
+    /// The deployment gate's checks (see `gate.rs`).
+    #[serde(default)]
+    pub gate: crate::repository::gate::GateConfig,
 }
 
 /// `[stats]`: overrides of the server-wide window settings.

@@ -8,6 +8,7 @@
 //! while whatever served keeps serving.
 
 pub mod config;
+pub mod gate;
 pub mod registry;
 
 use std::collections::HashSet;
@@ -152,12 +153,14 @@ impl Repository {
         let current = self.registry.snapshot();
         let previous = current.models.get(name).cloned().unwrap_or_default();
         let entry = self.reconcile(name, &previous).await;
-        let ready = entry.newest_ready().is_some();
+        let ready = entry.serving().is_some();
         let reasons: Vec<String> = entry
             .versions
             .iter()
             .filter_map(|(v, s)| match &s.state {
-                VersionState::Unavailable(r) => Some(format!("version {v}: {r}")),
+                VersionState::Unavailable(r) | VersionState::Failed(r) => {
+                    Some(format!("version {v}: {r}"))
+                }
                 VersionState::Ready(_) => {
                     s.last_error.as_ref().map(|e| format!("version {v}: {e}"))
                 }
@@ -208,6 +211,81 @@ impl Repository {
         Ok(())
     }
 
+    /// Makes a ready version the primary: requests without a version go to
+    /// it from the moment this returns; the one it replaces is remembered
+    /// for `rollback`. Versions only become ready by passing the gate.
+    /// Returns the version that served before.
+    pub async fn promote(&self, name: &str, version: u64) -> Result<u64, Error> {
+        check_name(name)?;
+        let _control = self.control.lock().await;
+        let current = self.registry.snapshot();
+        let entry = current
+            .models
+            .get(name)
+            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        match entry.versions.get(&version).map(|s| &s.state) {
+            None => {
+                return Err(Error::VersionNotFound {
+                    model: name.to_string(),
+                    version: version.to_string(),
+                })
+            }
+            Some(VersionState::Unavailable(reason) | VersionState::Failed(reason)) => {
+                return Err(Error::VersionUnavailable {
+                    model: name.to_string(),
+                    version,
+                    reason: reason.clone(),
+                })
+            }
+            Some(VersionState::Ready(_)) => {}
+        }
+        let before = entry.serving().map(|v| v.version);
+        let mut entry = entry.clone();
+        if before != Some(version) {
+            entry.history.extend(before);
+        }
+        entry.primary = Some(version);
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), entry);
+        self.registry.publish(table);
+        tracing::info!(model = %name, version, previous = ?before, "promoted");
+        Ok(before.unwrap_or(version))
+    }
+
+    /// Returns to the previous primary (skipping any that is no longer
+    /// ready). Returns (from, to).
+    pub async fn rollback(&self, name: &str) -> Result<(u64, u64), Error> {
+        check_name(name)?;
+        let _control = self.control.lock().await;
+        let current = self.registry.snapshot();
+        let entry = current
+            .models
+            .get(name)
+            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let from = entry
+            .serving()
+            .map(|v| v.version)
+            .ok_or_else(|| Error::ModelUnavailable(name.to_string()))?;
+        let mut entry = entry.clone();
+        let to = loop {
+            match entry.history.pop() {
+                Some(v) if v != from && entry.ready(v).is_some() => break v,
+                Some(_) => continue,
+                None => {
+                    return Err(Error::Conflict(format!(
+                        "model '{name}' has no earlier primary version that is ready to roll back to (serving: {from})"
+                    )))
+                }
+            }
+        };
+        entry.primary = Some(to);
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), entry);
+        self.registry.publish(table);
+        tracing::info!(model = %name, from, to, "rolled back");
+        Ok((from, to))
+    }
+
     /// The repository index: every model and version the server knows.
     pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
         let table = self.registry.snapshot();
@@ -219,6 +297,7 @@ impl Repository {
                         ("READY", slot.last_error.clone().unwrap_or_default())
                     }
                     VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                    VersionState::Failed(r) => ("FAILED", r.clone()),
                 };
                 if ready_only && state != "READY" {
                     continue;
@@ -285,7 +364,17 @@ impl Repository {
             _ => usize::MAX,
         };
 
-        let mut entry = ModelEntry::default();
+        let mut entry = ModelEntry {
+            primary: previous.primary,
+            history: previous.history.clone(),
+            ..ModelEntry::default()
+        };
+        let serving_before = previous.serving().cloned();
+        // The gate compares a new version with the one serving now.
+        let serving_accuracy = serving_before
+            .as_ref()
+            .and_then(|v| v.gate.as_ref())
+            .map(|g| g.accuracy);
         let mut ready = 0usize;
         for version in candidates {
             if ready >= limit {
@@ -303,7 +392,9 @@ impl Repository {
                     slot.clone()
                 }
                 _ => {
-                    let loaded = self.load_version(name, version, &vdir, &config).await;
+                    let loaded = self
+                        .load_version(name, version, &vdir, &config, serving_accuracy)
+                        .await;
                     match (loaded, old) {
                         (Ok(v), _) => {
                             tracing::info!(model = %name, version, "version loaded and published");
@@ -315,7 +406,7 @@ impl Repository {
                         }
                         // A failed reload never replaces the copy that serves.
                         (
-                            Err(reason),
+                            Err(LoadError { reason, .. }),
                             Some(VersionSlot {
                                 state: VersionState::Ready(v),
                                 ..
@@ -328,7 +419,15 @@ impl Repository {
                                 last_error: Some(reason),
                             }
                         }
-                        (Err(reason), _) => {
+                        (Err(LoadError { reason, gate: true }), _) => {
+                            tracing::warn!(model = %name, version, %reason, "version refused by the deployment gate");
+                            VersionSlot {
+                                state: VersionState::Failed(reason),
+                                fingerprint: Some(fingerprint),
+                                last_error: None,
+                            }
+                        }
+                        (Err(LoadError { reason, .. }), _) => {
                             tracing::warn!(model = %name, version, %reason, "version failed to load");
                             VersionSlot {
                                 state: VersionState::Unavailable(reason),
@@ -349,6 +448,21 @@ impl Repository {
                 tracing::info!(model = %name, version, "version retired; it unloads after its last request");
             }
         }
+        // Rollout "immediate": a version newer than the one serving that
+        // passed the gate serves at once, and the one it replaces is where
+        // a rollback returns.
+        if let Some(before) = serving_before {
+            let newest = entry.newest_ready().map(|v| v.version);
+            if let Some(newest) =
+                newest.filter(|&n| n > before.version && previous.ready(n).is_none())
+            {
+                if entry.ready(before.version).is_some() {
+                    entry.history.push(before.version);
+                }
+                entry.primary = Some(newest);
+                tracing::info!(model = %name, version = newest, replaces = before.version, "new version in service");
+            }
+        }
         entry
     }
 
@@ -359,7 +473,8 @@ impl Repository {
         version: u64,
         dir: &Path,
         config: &ModelConfig,
-    ) -> Result<ModelVersion, String> {
+        serving_accuracy: Option<f64>,
+    ) -> Result<ModelVersion, LoadError> {
         let (name, dir, config, defaults) = (
             name.to_string(),
             dir.to_path_buf(),
@@ -367,10 +482,38 @@ impl Repository {
             self.defaults.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            load_version_blocking(&name, version, &dir, &config, &defaults)
+            load_version_blocking(&name, version, &dir, &config, &defaults, serving_accuracy)
         })
         .await
-        .map_err(|e| format!("loader panicked: {e}"))?
+        .map_err(|e| LoadError::from(format!("loader panicked: {e}")))?
+    }
+}
+
+/// Why a version did not load; `gate`: it loaded but the deployment gate
+/// refused it (the index says FAILED rather than UNAVAILABLE).
+struct LoadError {
+    reason: String,
+    gate: bool,
+}
+
+impl From<String> for LoadError {
+    fn from(reason: String) -> LoadError {
+        LoadError {
+            reason,
+            gate: false,
+        }
+    }
+}
+
+impl From<gate::GateError> for LoadError {
+    fn from(e: gate::GateError) -> LoadError {
+        match e {
+            gate::GateError::Setup(reason) => LoadError {
+                reason,
+                gate: false,
+            },
+            gate::GateError::Failed(reason) => LoadError { reason, gate: true },
+        }
     }
 }
 
@@ -380,7 +523,8 @@ fn load_version_blocking(
     dir: &Path,
     config: &ModelConfig,
     defaults: &Defaults,
-) -> Result<ModelVersion, String> {
+    serving_accuracy: Option<f64>,
+) -> Result<ModelVersion, LoadError> {
     let options = LoadOptions {
         intra_op_threads: config.intra_op_threads.unwrap_or(defaults.intra_op_threads),
     };
@@ -398,6 +542,17 @@ fn load_version_blocking(
         .unwrap_or_default();
 
     warm_up(backend.as_mut(), &signature)?;
+    let model_dir = dir.parent().unwrap_or(dir);
+    let gate = gate::run(
+        backend.as_mut(),
+        &signature,
+        &config.gate,
+        model_dir,
+        serving_accuracy,
+    )?;
+    if let Some(g) = &gate {
+        tracing::info!(model = %name, version, accuracy = g.accuracy, p99_ms = g.p99_ms, rows = g.rows, "deployment gate passed");
+    }
 
     let platform = backend.platform();
     let properties = backend.properties().clone();
@@ -444,6 +599,7 @@ fn load_version_blocking(
         max_batch_size: config.max_batch_size.filter(|&b| b > 0),
         properties,
         sha256,
+        gate,
         worker,
         stats,
         batching,
@@ -501,18 +657,13 @@ fn window_statistics(
 fn warm_up(
     backend: &mut dyn backend::Backend,
     signature: &crate::backend::Signature,
-) -> Result<(), String> {
+) -> Result<(), LoadError> {
     let inputs = signature.zero_inputs(1);
     let outputs = backend
         .run(inputs)
         .map_err(|e| format!("warm-up inference failed: {e}"))?;
-    if outputs.len() != signature.outputs.len() {
-        return Err(format!(
-            "warm-up returned {} outputs, the model declares {}",
-            outputs.len(),
-            signature.outputs.len()
-        ));
-    }
+    // Outputs of the declared shapes, no NaN/Inf: the gate's first check.
+    gate::check_outputs(&outputs, signature)?;
     Ok(())
 }
 
@@ -533,7 +684,7 @@ fn failed_entry(previous: &ModelEntry, reason: &str) -> ModelEntry {
     for slot in entry.versions.values_mut() {
         match slot.state {
             VersionState::Ready(_) => slot.last_error = Some(reason.to_string()),
-            VersionState::Unavailable(_) => {
+            VersionState::Unavailable(_) | VersionState::Failed(_) => {
                 slot.state = VersionState::Unavailable(reason.to_string())
             }
         }

@@ -28,6 +28,8 @@ pub struct ModelVersion {
     pub properties: BTreeMap<String, String>,
     /// Of the model file, so a deployment can be checked against a build.
     pub sha256: String,
+    /// What the deployment gate measured, when the model configures one.
+    pub gate: Option<crate::repository::gate::GateReport>,
     pub worker: Worker,
     /// Shared with the inference threads, which count executions.
     pub stats: Arc<VersionStats>,
@@ -89,7 +91,10 @@ impl VersionStats {
 #[derive(Clone)]
 pub enum VersionState {
     Ready(Arc<ModelVersion>),
+    /// Could not be loaded (missing, corrupt, bad configuration, unloaded).
     Unavailable(String),
+    /// Loaded, but refused by the deployment gate: the failed checks.
+    Failed(String),
 }
 
 #[derive(Clone)]
@@ -106,21 +111,46 @@ pub struct VersionSlot {
 #[derive(Clone, Default)]
 pub struct ModelEntry {
     pub versions: BTreeMap<u64, VersionSlot>,
+    /// The version requests without a version go to, once one was chosen
+    /// (promoted, or newly loaded and put in service); `None`: the newest
+    /// ready version.
+    pub primary: Option<u64>,
+    /// Earlier primaries, most recent last: where a rollback goes.
+    pub history: Vec<u64>,
 }
 
 impl ModelEntry {
+    /// The version that serves requests without a version: the primary when
+    /// it is ready, else the newest ready version.
+    pub fn serving(&self) -> Option<&Arc<ModelVersion>> {
+        self.primary
+            .and_then(|p| match self.versions.get(&p).map(|s| &s.state) {
+                Some(VersionState::Ready(v)) => Some(v),
+                _ => None,
+            })
+            .or_else(|| self.newest_ready())
+    }
+
+    /// A ready version by number.
+    pub fn ready(&self, version: u64) -> Option<&Arc<ModelVersion>> {
+        match self.versions.get(&version).map(|s| &s.state) {
+            Some(VersionState::Ready(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The newest version that is ready: where a request without a version goes.
     pub fn newest_ready(&self) -> Option<&Arc<ModelVersion>> {
         self.versions.values().rev().find_map(|s| match &s.state {
             VersionState::Ready(v) => Some(v),
-            VersionState::Unavailable(_) => None,
+            VersionState::Unavailable(_) | VersionState::Failed(_) => None,
         })
     }
 
     pub fn ready_versions(&self) -> impl Iterator<Item = &Arc<ModelVersion>> {
         self.versions.values().filter_map(|s| match &s.state {
             VersionState::Ready(v) => Some(v),
-            VersionState::Unavailable(_) => None,
+            VersionState::Unavailable(_) | VersionState::Failed(_) => None,
         })
     }
 }
@@ -144,7 +174,7 @@ impl Registry {
         self.table.store(Arc::new(table));
     }
 
-    /// The version a request addresses: the one named, or the newest ready.
+    /// The version a request addresses: the one named, or the one serving.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
         let table = self.table.load();
         let entry = table
@@ -153,7 +183,7 @@ impl Registry {
             .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
         match version.filter(|v| !v.is_empty()) {
             None => entry
-                .newest_ready()
+                .serving()
                 .cloned()
                 .ok_or_else(|| Error::ModelUnavailable(model.to_string())),
             Some(text) => {
@@ -167,11 +197,13 @@ impl Registry {
                     })?;
                 match &slot.state {
                     VersionState::Ready(v) => Ok(v.clone()),
-                    VersionState::Unavailable(reason) => Err(Error::VersionUnavailable {
-                        model: model.to_string(),
-                        version: number,
-                        reason: reason.clone(),
-                    }),
+                    VersionState::Unavailable(reason) | VersionState::Failed(reason) => {
+                        Err(Error::VersionUnavailable {
+                            model: model.to_string(),
+                            version: number,
+                            reason: reason.clone(),
+                        })
+                    }
                 }
             }
         }
