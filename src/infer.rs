@@ -16,6 +16,8 @@ use crate::worker::WorkerError;
 pub enum Transport {
     Http,
     Grpc,
+    /// A mirrored request to a shadow model (see `shadow.rs`).
+    Shadow,
 }
 
 impl Transport {
@@ -23,6 +25,7 @@ impl Transport {
         match self {
             Transport::Http => "http",
             Transport::Grpc => "grpc",
+            Transport::Shadow => "shadow",
         }
     }
 
@@ -155,11 +158,46 @@ impl Core {
         // One snapshot per request: the version stays alive (and keeps its
         // inference thread) until this request is answered, even if it is
         // swapped out meanwhile.
+        let (model, shadow) = self
+            .repository
+            .registry
+            .resolve_with_shadow(&request.model, request.version.as_deref())?;
+        // Mirrored only when sampled: then the inputs are cloned for the
+        // shadow, the one copy it needs.
+        let mirror = shadow
+            .and_then(|s| s.ticket())
+            .map(|ticket| (ticket, request.inputs.clone()));
+        let (result, took) = self.serve(&model, request).await;
+        if let (Some((ticket, inputs)), Ok(answer)) = (mirror, &result) {
+            tokio::spawn(crate::shadow::mirror(
+                ticket,
+                Core::new(self.repository.clone()),
+                model.clone(),
+                inputs,
+                answer.outputs.clone(),
+                took,
+            ));
+        }
+        result
+    }
+
+    /// `infer` for a mirrored request: never mirrored again (and, being a
+    /// future that spawns nothing, `Send` without a recursive type).
+    pub async fn infer_mirrored(&self, request: InferRequest) -> Result<InferResponse, Error> {
         let model = self.resolve(&request.model, request.version.as_deref())?;
+        self.serve(&model, request).await.0
+    }
+
+    /// Runs a request on a resolved version and records how it went.
+    async fn serve(
+        &self,
+        model: &Arc<ModelVersion>,
+        request: InferRequest,
+    ) -> (Result<InferResponse, Error>, std::time::Duration) {
         let transport = request.transport;
         let _inflight = model.metrics.start();
         let started = Instant::now();
-        let result = self.run(&model, request).await;
+        let result = self.run(model, request).await;
         let took = started.elapsed();
         let stats = &model.stats;
         stats.touch();
@@ -174,7 +212,7 @@ impl Core {
         if let Some(w) = &model.windows {
             w.record_request(took, failure);
         }
-        result
+        (result, took)
     }
 
     async fn run(

@@ -21,6 +21,7 @@ pub mod infer;
 pub mod monitor;
 pub mod repository;
 pub mod schema;
+pub mod shadow;
 pub mod tensor;
 pub mod window;
 pub mod worker;

@@ -218,9 +218,25 @@ async fn handle(state: &AppState, req: Request<Incoming>) -> Response<Body> {
                         Err(e) => from_error(&e),
                     }
                 }
+                (["shadow"], &(Method::GET | Method::POST | Method::DELETE))
+                    if version.is_none() =>
+                {
+                    match shadow(state, req, &model).await {
+                        Ok(v) => json_response(StatusCode::OK, &v),
+                        Err(e) => from_error(&e),
+                    }
+                }
+                (["compare"], &Method::POST) if version.is_none() => {
+                    match compare(state, req, &model).await {
+                        Ok(v) => json_response(StatusCode::OK, &v),
+                        Err(e) => from_error(&e),
+                    }
+                }
                 (["infer"], &Method::POST) => infer(state, req, &model, version.as_deref()).await,
                 ([] | ["ready"] | ["stats"] | ["health"] | ["infer"], _) => not_allowed(),
-                (["promote" | "rollback"], _) if version.is_none() => not_allowed(),
+                (["promote" | "rollback" | "shadow" | "compare"], _) if version.is_none() => {
+                    not_allowed()
+                }
                 _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
             }
         }
@@ -255,15 +271,140 @@ async fn control(
     let v: Value = serde_json::from_slice(&body).map_err(|e| {
         Error::BadRequest(format!("promote needs a JSON body {{\"version\": V}}: {e}"))
     })?;
-    let version = match &v["version"] {
-        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
+    let version = version_field(&v)?;
+    let (now, before) = repository.promote(model, version).await?;
+    Ok(json!({ "model": model, "primary": now.to_string(), "previous": before.to_string() }))
+}
+
+/// `"version": 3` or `"version": "3"`, if present.
+fn version_field(v: &Value) -> Result<Option<u64>, Error> {
+    match &v["version"] {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| Error::InvalidVersion(n.to_string())),
+        Value::String(s) => crate::repository::registry::parse_version(s).map(Some),
+        other => Err(Error::InvalidVersion(other.to_string())),
     }
-    .ok_or_else(|| Error::BadRequest("promote needs {\"version\": V}".into()))?;
-    let number = crate::repository::registry::parse_version(&version)?;
-    let before = repository.promote(model, number).await?;
-    Ok(json!({ "model": model, "primary": number.to_string(), "previous": before.to_string() }))
+}
+
+/// `GET` (the report), `POST` (start: `{"version": V}` or `{"model": M}`,
+/// `"sample_rate"`, `"max_inflight"`), `DELETE` (stop) on `…/shadow`.
+async fn shadow(state: &AppState, req: Request<Incoming>, model: &str) -> Result<Value, Error> {
+    let repository = &state.core.repository;
+    let as_json =
+        |r: crate::shadow::ShadowReport| serde_json::to_value(r).expect("report serialises");
+    match *req.method() {
+        Method::GET => {
+            let table = repository.registry.snapshot();
+            let entry = table
+                .models
+                .get(model)
+                .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+            let shadow = entry
+                .shadow
+                .as_ref()
+                .ok_or_else(|| Error::Conflict(format!("model '{model}' has no shadow")))?;
+            Ok(as_json(shadow.report()))
+        }
+        Method::DELETE => {
+            state.authorize(authorization(&req))?;
+            Ok(as_json(repository.clear_shadow(model).await?))
+        }
+        _ => {
+            state.authorize(authorization(&req))?;
+            let body = read_body(state, req)
+                .await
+                .map_err(|Refusal(_, message)| Error::BadRequest(message))?;
+            let v: Value = serde_json::from_slice(&body)
+                .map_err(|e| Error::BadRequest(format!("shadow needs a JSON body: {e}")))?;
+            let target = match (version_field(&v)?, v["model"].as_str()) {
+                (Some(version), None) => crate::shadow::Target::Version(version),
+                (None, Some(m)) => crate::shadow::Target::Model(m.to_string()),
+                _ => return Err(Error::BadRequest(
+                    "shadow needs either \"version\" (of this model) or \"model\" (another one)"
+                        .into(),
+                )),
+            };
+            let spec = crate::shadow::Spec {
+                target,
+                sample_rate: v["sample_rate"].as_f64().unwrap_or(1.0),
+                max_inflight: v["max_inflight"].as_u64().unwrap_or(64) as usize,
+            };
+            Ok(as_json(repository.set_shadow(model, spec).await?.report()))
+        }
+    }
+}
+
+/// `POST …/compare`: a V2 infer request run on the primary and on the
+/// candidate (`?version=V`, else the shadow's target), both answers and
+/// their differences.
+async fn compare(state: &AppState, req: Request<Incoming>, model: &str) -> Result<Value, Error> {
+    let candidate = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("version=")))
+        .map(str::to_string);
+    let header_length = req
+        .headers()
+        .get(codec::HEADER_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    let table = state.core.repository.registry.snapshot();
+    let entry = table
+        .models
+        .get(model)
+        .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+    let (candidate_model, candidate_version) = match (
+        candidate,
+        entry.shadow.as_ref().map(|s| s.spec.target.clone()),
+    ) {
+        (Some(v), _) => (model.to_string(), Some(v)),
+        (None, Some(crate::shadow::Target::Version(v))) => (model.to_string(), Some(v.to_string())),
+        (None, Some(crate::shadow::Target::Model(m))) => (m, None),
+        (None, None) => {
+            return Err(Error::BadRequest(
+                "compare needs ?version=V, or a shadow to compare with".into(),
+            ))
+        }
+    };
+    let primary = entry
+        .serving()
+        .cloned()
+        .ok_or_else(|| Error::ModelUnavailable(model.to_string()))?;
+    drop(table);
+    let body = read_body(state, req)
+        .await
+        .map_err(|Refusal(_, message)| Error::BadRequest(message))?;
+    let decoded = codec::decode_request(
+        model,
+        Some(&primary.version.to_string()),
+        &body,
+        header_length,
+    )?;
+    let mut other = decoded.request.clone();
+    other.model = candidate_model;
+    other.version = candidate_version;
+    let (a, b) = (
+        state.core.infer(decoded.request).await?,
+        state.core.infer(other).await?,
+    );
+    let differences: serde_json::Map<String, Value> =
+        crate::shadow::compare(&primary.signature, &a.outputs, &b.outputs)
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    serde_json::to_value(crate::shadow::OutputReport::of(t)).expect("serialises"),
+                )
+            })
+            .collect();
+    let as_json = |r: &crate::infer::InferResponse| -> Value {
+        let encoded = codec::encode_response(r, &[], &[], false);
+        serde_json::from_slice(&encoded.body).unwrap_or(Value::Null)
+    };
+    Ok(json!({ "primary": as_json(&a), "candidate": as_json(&b), "differences": differences }))
 }
 
 /// A request the HTTP layer itself refuses (body too large, unreadable,

@@ -199,7 +199,7 @@ fn describe() {
 /// build, no registry look-up, no lock on the request path.
 pub struct VersionMetrics {
     /// Indexed by `Transport::index()`.
-    by_transport: [TransportMetrics; 2],
+    by_transport: [TransportMetrics; 3],
     inferences: metrics::Counter,
     queue: metrics::Histogram,
     compute: metrics::Histogram,
@@ -285,7 +285,7 @@ impl VersionMetrics {
             .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
             .map(epoch_seconds);
         let metrics = VersionMetrics {
-            by_transport: [Transport::Http, Transport::Grpc]
+            by_transport: [Transport::Http, Transport::Grpc, Transport::Shadow]
                 .map(|t| TransportMetrics::new(&m, &v, t)),
             inferences: metrics::counter!(INFERENCES, "model" => m.clone(), "version" => v.clone()),
             queue: metrics::histogram!(QUEUE_DURATION, "model" => m.clone(), "version" => v.clone()),

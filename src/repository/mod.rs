@@ -215,7 +215,7 @@ impl Repository {
     /// it from the moment this returns; the one it replaces is remembered
     /// for `rollback`. Versions only become ready by passing the gate.
     /// Returns the version that served before.
-    pub async fn promote(&self, name: &str, version: u64) -> Result<u64, Error> {
+    pub async fn promote(&self, name: &str, version: Option<u64>) -> Result<(u64, u64), Error> {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
@@ -223,6 +223,16 @@ impl Repository {
             .models
             .get(name)
             .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        // No version named: the shadow's.
+        let version =
+            match (version, entry.shadow.as_ref().map(|s| &s.spec.target)) {
+                (Some(v), _) => v,
+                (None, Some(crate::shadow::Target::Version(v))) => *v,
+                (None, _) => return Err(Error::BadRequest(
+                    "promote needs {\"version\": V}: the model has no shadow version to promote"
+                        .into(),
+                )),
+            };
         match entry.versions.get(&version).map(|s| &s.state) {
             None => {
                 return Err(Error::VersionNotFound {
@@ -245,11 +255,151 @@ impl Repository {
             entry.history.extend(before);
         }
         entry.primary = Some(version);
+        // A promoted shadow is the primary now: nothing left to mirror to.
+        if matches!(entry.shadow.as_ref().map(|s| &s.spec.target), Some(crate::shadow::Target::Version(v)) if *v == version)
+        {
+            entry.shadow = None;
+        }
+        entry.pinned.remove(&version);
         let mut table = (*current).clone();
         table.models.insert(name.to_string(), entry);
         self.registry.publish(table);
         tracing::info!(model = %name, version, previous = ?before, "promoted");
-        Ok(before.unwrap_or(version))
+        Ok((version, before.unwrap_or(version)))
+    }
+
+    /// Starts mirroring a sample of the model's primary traffic to `spec`'s
+    /// target. A target version the policy did not load is loaded (through
+    /// the gate) and pinned; the version serving now is fixed as primary so
+    /// that a newer shadow never takes the traffic by itself.
+    pub async fn set_shadow(
+        &self,
+        name: &str,
+        spec: crate::shadow::Spec,
+    ) -> Result<Arc<crate::shadow::Shadow>, Error> {
+        use crate::shadow::Target;
+        check_name(name)?;
+        if !(0.0..=1.0).contains(&spec.sample_rate) || spec.max_inflight == 0 {
+            return Err(Error::BadRequest(
+                "sample_rate must lie in 0..=1 and max_inflight be at least 1".into(),
+            ));
+        }
+        let _control = self.control.lock().await;
+        let current = self.registry.snapshot();
+        let mut entry = current
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let serving = entry
+            .serving()
+            .cloned()
+            .ok_or_else(|| Error::ModelUnavailable(name.to_string()))?;
+        match &spec.target {
+            Target::Model(other) => {
+                let o = current
+                    .models
+                    .get(other)
+                    .ok_or_else(|| Error::ModelNotFound(other.clone()))?;
+                let o = o
+                    .serving()
+                    .ok_or_else(|| Error::ModelUnavailable(other.clone()))?;
+                let names = |s: &crate::backend::Signature| {
+                    let mut n: Vec<_> = s
+                        .inputs
+                        .iter()
+                        .map(|t| (t.name.clone(), t.datatype))
+                        .collect();
+                    n.sort_by(|a, b| a.0.cmp(&b.0));
+                    n
+                };
+                if names(&o.signature) != names(&serving.signature) {
+                    return Err(Error::BadRequest(format!(
+                        "model '{other}' does not take the same inputs as '{name}'"
+                    )));
+                }
+            }
+            Target::Version(v) if *v == serving.version => {
+                return Err(Error::BadRequest(format!(
+                    "version {v} is the primary itself"
+                )))
+            }
+            Target::Version(v) if entry.ready(*v).is_none() => {
+                let dir = self.model_dir(name)?;
+                let vdir = dir.join(v.to_string());
+                if !vdir.is_dir() {
+                    return Err(Error::VersionNotFound {
+                        model: name.to_string(),
+                        version: v.to_string(),
+                    });
+                }
+                let (config, _) = read_config(&dir.join(config::FILE_NAME)).map_err(|reason| {
+                    Error::LoadFailed {
+                        model: name.to_string(),
+                        reason,
+                    }
+                })?;
+                let accuracy = serving.gate.as_ref().map(|g| g.accuracy);
+                let loaded = self
+                    .load_version(name, *v, &vdir, &config, accuracy)
+                    .await
+                    .map_err(|e| Error::LoadFailed {
+                        model: name.to_string(),
+                        reason: format!("shadow version {v}: {}", e.reason),
+                    })?;
+                let fingerprint = format!(
+                    "{}|{}",
+                    file_stamp(backend::model_file(&vdir).as_deref()),
+                    read_config(&dir.join(config::FILE_NAME))
+                        .map(|(_, stamp)| stamp)
+                        .unwrap_or_default()
+                );
+                entry.versions.insert(
+                    *v,
+                    VersionSlot {
+                        state: VersionState::Ready(Arc::new(loaded)),
+                        fingerprint: Some(fingerprint),
+                        last_error: None,
+                    },
+                );
+                entry.pinned.insert(*v);
+                tracing::info!(model = %name, version = v, "loaded as a shadow target");
+            }
+            Target::Version(_) => {}
+        }
+        entry.primary = Some(serving.version);
+        let window = serving
+            .windows
+            .as_ref()
+            .map_or(self.defaults.window.length, |w| w.config().length);
+        let shadow = Arc::new(crate::shadow::Shadow::new(name, spec, window));
+        entry.shadow = Some(shadow.clone());
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), entry);
+        self.registry.publish(table);
+        tracing::info!(model = %name, target = ?shadow.spec.target, rate = shadow.spec.sample_rate, "shadow on");
+        Ok(shadow)
+    }
+
+    /// Stops mirroring. Returns the final report.
+    pub async fn clear_shadow(&self, name: &str) -> Result<crate::shadow::ShadowReport, Error> {
+        check_name(name)?;
+        let _control = self.control.lock().await;
+        let current = self.registry.snapshot();
+        let mut entry = current
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let shadow = entry
+            .shadow
+            .take()
+            .ok_or_else(|| Error::Conflict(format!("model '{name}' has no shadow")))?;
+        let mut table = (*current).clone();
+        table.models.insert(name.to_string(), entry);
+        self.registry.publish(table);
+        tracing::info!(model = %name, "shadow off");
+        Ok(shadow.report())
     }
 
     /// Returns to the previous primary (skipping any that is no longer
@@ -348,7 +498,7 @@ impl Repository {
             Ok(v) => v,
             Err(e) => return failed_entry(previous, &format!("cannot list versions: {e}")),
         };
-        let candidates: Vec<u64> = match &config.version_policy {
+        let mut candidates: Vec<u64> = match &config.version_policy {
             VersionPolicy::All | VersionPolicy::Latest(_) => {
                 on_disk.iter().rev().copied().collect()
             }
@@ -359,6 +509,14 @@ impl Repository {
                 .copied()
                 .collect(),
         };
+        // Pinned versions (shadow targets) load whatever the policy says,
+        // after the policy's own.
+        let pinned: Vec<u64> = previous
+            .pinned
+            .iter()
+            .filter(|v| on_disk.contains(v) && !candidates.contains(v))
+            .copied()
+            .collect();
         let limit = match config.version_policy {
             VersionPolicy::Latest(n) => n,
             _ => usize::MAX,
@@ -367,6 +525,8 @@ impl Repository {
         let mut entry = ModelEntry {
             primary: previous.primary,
             history: previous.history.clone(),
+            shadow: previous.shadow.clone(),
+            pinned: previous.pinned.clone(),
             ..ModelEntry::default()
         };
         let serving_before = previous.serving().cloned();
@@ -376,9 +536,11 @@ impl Repository {
             .and_then(|v| v.gate.as_ref())
             .map(|g| g.accuracy);
         let mut ready = 0usize;
-        for version in candidates {
-            if ready >= limit {
-                break;
+        let policy_count = candidates.len();
+        candidates.extend(pinned);
+        for (i, version) in candidates.into_iter().enumerate() {
+            if ready >= limit && i < policy_count {
+                continue;
             }
             let vdir = dir.join(version.to_string());
             let fingerprint = format!(
@@ -453,9 +615,9 @@ impl Repository {
         // a rollback returns.
         if let Some(before) = serving_before {
             let newest = entry.newest_ready().map(|v| v.version);
-            if let Some(newest) =
-                newest.filter(|&n| n > before.version && previous.ready(n).is_none())
-            {
+            if let Some(newest) = newest.filter(|&n| {
+                n > before.version && previous.ready(n).is_none() && !entry.pinned.contains(&n)
+            }) {
                 if entry.ready(before.version).is_some() {
                     entry.history.push(before.version);
                 }

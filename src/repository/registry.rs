@@ -117,6 +117,11 @@ pub struct ModelEntry {
     pub primary: Option<u64>,
     /// Earlier primaries, most recent last: where a rollback goes.
     pub history: Vec<u64>,
+    /// Where a sample of the primary's traffic is mirrored, if anywhere.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
+    /// Versions kept loaded whatever the version policy says (a shadow
+    /// target loaded for the purpose).
+    pub pinned: std::collections::BTreeSet<u64>,
 }
 
 impl ModelEntry {
@@ -172,6 +177,22 @@ impl Registry {
 
     pub fn publish(&self, table: ModelTable) {
         self.table.store(Arc::new(table));
+    }
+
+    /// `resolve`, plus the model's shadow when the request goes to the
+    /// primary (names no version).
+    pub fn resolve_with_shadow(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<(Arc<ModelVersion>, Option<Arc<crate::shadow::Shadow>>), Error> {
+        let table = self.table.load();
+        let v = self.resolve(model, version)?;
+        let shadow = match version.filter(|v| !v.is_empty()) {
+            None => table.models.get(model).and_then(|e| e.shadow.clone()),
+            Some(_) => None,
+        };
+        Ok((v, shadow))
     }
 
     /// The version a request addresses: the one named, or the one serving.

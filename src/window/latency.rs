@@ -9,7 +9,7 @@ use std::time::Duration;
 const GAMMA: f64 = 1.02;
 const MIN_US: f64 = 1.0;
 /// ln(1e8) / ln(1.02): buckets up to 1e8 µs.
-const BUCKETS: usize = 931;
+pub const BUCKETS: usize = 931;
 
 pub struct LatencyHistogram {
     buckets: Box<[AtomicU64]>,
@@ -23,7 +23,7 @@ impl Default for LatencyHistogram {
     }
 }
 
-fn bucket(us: f64) -> usize {
+pub fn bucket(us: f64) -> usize {
     if us <= MIN_US {
         return 0;
     }

@@ -84,13 +84,49 @@ struct Plan {
     baseline: Vec<FeatureBins>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Classes {
+/// How an output names a row's predicted class, if it does.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Classes {
     None,
     /// Float scores `[batch, K]`: the predicted class is the argmax.
     Argmax,
     /// Integer labels `[batch]` or `[batch, 1]`: the value is the class.
     Label,
+}
+
+impl Classes {
+    /// The class kind of an output with this spec.
+    pub fn of(spec: &TensorSpec) -> Classes {
+        let width = (spec.shape.len() == 2 && spec.shape[1] > 0).then(|| spec.shape[1] as usize);
+        let float = matches!(
+            spec.datatype,
+            DataType::Fp16 | DataType::Fp32 | DataType::Fp64
+        );
+        let integer = !float && !matches!(spec.datatype, DataType::Bool | DataType::Bytes);
+        match width {
+            Some(k) if float && k >= 2 => Classes::Argmax,
+            Some(1) if integer => Classes::Label,
+            None if integer && spec.shape.len() == 1 => Classes::Label,
+            _ => Classes::None,
+        }
+    }
+
+    /// The class of one row, `None` when it has none (NaN scores).
+    pub fn of_row(self, row: &[f64]) -> Option<i64> {
+        match self {
+            Classes::None => None,
+            Classes::Label => row.first().filter(|v| v.is_finite()).map(|&v| v as i64),
+            Classes::Argmax => {
+                let mut best: Option<(usize, f64)> = None;
+                for (k, &v) in row.iter().enumerate() {
+                    if best.is_none_or(|(_, b)| v > b) && !v.is_nan() {
+                        best = Some((k, v));
+                    }
+                }
+                best.map(|(k, _)| k as i64)
+            }
+        }
+    }
 }
 
 impl Plan {
@@ -101,16 +137,10 @@ impl Plan {
         baseline: Vec<FeatureBins>,
     ) -> Plan {
         let width = (spec.shape.len() == 2 && spec.shape[1] > 0).then(|| spec.shape[1] as usize);
-        let float = matches!(
-            spec.datatype,
-            DataType::Fp16 | DataType::Fp32 | DataType::Fp64
-        );
-        let integer = !float && !matches!(spec.datatype, DataType::Bool | DataType::Bytes);
-        let classes = match (output, width) {
-            (true, Some(k)) if float && k >= 2 => Classes::Argmax,
-            (true, Some(1)) if integer => Classes::Label,
-            (true, None) if integer && spec.shape.len() == 1 => Classes::Label,
-            _ => Classes::None,
+        let classes = if output {
+            Classes::of(spec)
+        } else {
+            Classes::None
         };
         Plan {
             name: spec.name.clone(),
@@ -231,20 +261,8 @@ impl TensorAcc {
                     counts[bins.bin(v)] += 1;
                 }
             }
-            match plan.classes {
-                Classes::Argmax => {
-                    let mut best: Option<(usize, f64)> = None;
-                    for (k, &v) in row.iter().enumerate() {
-                        if best.is_none_or(|(_, b)| v > b) && !v.is_nan() {
-                            best = Some((k, v));
-                        }
-                    }
-                    if let Some((k, _)) = best {
-                        self.count_class(k as i64, 1);
-                    }
-                }
-                Classes::Label if row[0].is_finite() => self.count_class(row[0] as i64, 1),
-                _ => {}
+            if let Some(class) = plan.classes.of_row(row) {
+                self.count_class(class, 1);
             }
         }
     }
@@ -265,7 +283,7 @@ impl TensorAcc {
 }
 
 /// Appends elements `range` of `data` to `out` as f64 (BYTES have none).
-fn widen(data: &TensorData, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
+pub fn widen(data: &TensorData, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
     macro_rules! each {
         ($v:expr) => {
             out.extend($v[range].iter().map(|&x| x as f64))

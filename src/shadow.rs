@@ -1,0 +1,457 @@
+//! Shadow traffic: a sample of the primary's requests is mirrored to a
+//! candidate (another version of the model, or another model with the same
+//! inputs) after the primary has answered, and the two outputs are compared.
+//!
+//! The caller never waits for the shadow: its inputs are cloned only when
+//! the request is sampled, the shadow runs in a task of its own once the
+//! primary's answer exists, and at most `max_inflight` shadow requests are
+//! pending — beyond that a sampled request is dropped and counted, never
+//! queued behind. Comparisons are tallied under a mutex that only shadow
+//! tasks and readers take.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::backend::Signature;
+use crate::infer::{Core, InferRequest, Transport};
+use crate::tensor::{InputTensor, Tensor};
+use crate::window::latency;
+use crate::window::{widen, Classes};
+
+pub const SHADOW_REQUESTS: &str = "infergate_shadow_requests_total";
+pub const SHADOW_AGREEMENT: &str = "infergate_shadow_agreement_ratio";
+pub const SHADOW_MEAN_ABS_DIFF: &str = "infergate_shadow_mean_abs_diff";
+
+/// What the shadow runs on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Another version of the same model.
+    Version(u64),
+    /// Another model taking the same inputs (its serving version).
+    Model(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spec {
+    pub target: Target,
+    /// Share of the primary's requests mirrored, 0..=1.
+    pub sample_rate: f64,
+    /// Shadow requests pending at most; beyond, sampled requests are dropped.
+    pub max_inflight: usize,
+}
+
+/// Comparison tallies of one output.
+#[derive(Debug, Clone, Default)]
+struct OutputTally {
+    elements: u64,
+    sum_abs: f64,
+    max_abs: f64,
+    sum_rel: f64,
+    rows: u64,
+    agree: u64,
+    /// (primary class, shadow class) → rows.
+    confusion: BTreeMap<(i64, i64), u64>,
+    classifier: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Tally {
+    started: SystemTime,
+    compared: u64,
+    errors: u64,
+    outputs: BTreeMap<String, OutputTally>,
+    primary_latency: Vec<u64>,
+    shadow_latency: Vec<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            started: SystemTime::now(),
+            compared: 0,
+            errors: 0,
+            outputs: BTreeMap::new(),
+            primary_latency: vec![0; latency::BUCKETS],
+            shadow_latency: vec![0; latency::BUCKETS],
+        }
+    }
+}
+
+struct Tallies {
+    cumulative: Tally,
+    window: Tally,
+    window_opened: Instant,
+    last_window: Option<Tally>,
+}
+
+pub struct Shadow {
+    pub model: String,
+    pub spec: Spec,
+    seen: AtomicU64,
+    inflight: AtomicUsize,
+    dropped: AtomicU64,
+    window: Duration,
+    tallies: Mutex<Tallies>,
+}
+
+/// A sampled request's right to a shadow run; gives its slot back when dropped.
+pub struct Ticket(Arc<Shadow>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shadow {
+    pub fn new(model: &str, spec: Spec, window: Duration) -> Shadow {
+        Shadow {
+            model: model.to_string(),
+            spec,
+            seen: AtomicU64::new(0),
+            inflight: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            window: if window.is_zero() {
+                Duration::from_secs(60)
+            } else {
+                window
+            },
+            tallies: Mutex::new(Tallies {
+                cumulative: Tally::new(),
+                window: Tally::new(),
+                window_opened: Instant::now(),
+                last_window: None,
+            }),
+        }
+    }
+
+    /// Whether this request is mirrored: sampled evenly at the configured
+    /// rate (every 1/r-th request, no randomness), and a slot is free.
+    pub fn ticket(self: &Arc<Self>) -> Option<Ticket> {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed) as f64;
+        let r = self.spec.sample_rate;
+        if ((n + 1.0) * r).floor() <= (n * r).floor() {
+            return None;
+        }
+        if self.inflight.fetch_add(1, Ordering::AcqRel) >= self.spec.max_inflight {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(SHADOW_REQUESTS, "model" => self.model.clone(), "result" => "dropped")
+                .increment(1);
+            return None;
+        }
+        Some(Ticket(self.clone()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Tallies> {
+        self.tallies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rolls the window when its time is up.
+    fn roll(&self, t: &mut Tallies) {
+        if t.window_opened.elapsed() >= self.window {
+            t.last_window = Some(std::mem::replace(&mut t.window, Tally::new()));
+            t.window_opened = Instant::now();
+        }
+    }
+
+    fn record(&self, f: impl Fn(&mut Tally)) {
+        let mut t = self.lock();
+        self.roll(&mut t);
+        f(&mut t.cumulative);
+        f(&mut t.window);
+    }
+
+    /// The report `GET /v2/models/{m}/shadow` returns.
+    pub fn report(&self) -> ShadowReport {
+        let mut t = self.lock();
+        self.roll(&mut t);
+        ShadowReport {
+            model: self.model.clone(),
+            target: self.spec.target.clone(),
+            sample_rate: self.spec.sample_rate,
+            max_inflight: self.spec.max_inflight,
+            dropped: self.dropped.load(Ordering::Relaxed),
+            inflight: self.inflight.load(Ordering::Relaxed),
+            window_seconds: self.window.as_secs_f64(),
+            cumulative: summarise(&t.cumulative),
+            current_window: summarise(&t.window),
+            last_window: t.last_window.as_ref().map(summarise),
+        }
+    }
+}
+
+/// Mirrors one answered request to the shadow target and tallies the
+/// differences. Runs in its own task, after the primary has answered.
+pub async fn mirror(
+    ticket: Ticket,
+    core: Core,
+    primary: Arc<crate::repository::ModelVersion>,
+    inputs: Vec<InputTensor>,
+    primary_outputs: Vec<Tensor>,
+    primary_took: Duration,
+) {
+    let shadow = ticket.0.clone();
+    let (model, version) = match &shadow.spec.target {
+        Target::Version(v) => (primary.model.clone(), Some(v.to_string())),
+        Target::Model(m) => {
+            // Name the version, so that the other model's own shadow (if
+            // any) is not triggered by this request.
+            let serving = core.resolve(m, None).map(|v| v.version.to_string());
+            (m.clone(), serving.ok())
+        }
+    };
+    let request = InferRequest {
+        transport: Transport::Shadow,
+        model,
+        version,
+        id: None,
+        inputs,
+        outputs: primary_outputs.iter().map(|t| t.name.clone()).collect(),
+    };
+    let started = Instant::now();
+    let result = core.infer_mirrored(request).await;
+    let took = started.elapsed();
+    drop(ticket);
+    let m = shadow.model.clone();
+    match result {
+        Ok(answer) => {
+            let diffs = compare(&primary.signature, &primary_outputs, &answer.outputs);
+            shadow.record(|t| {
+                t.compared += 1;
+                t.primary_latency[latency::bucket(primary_took.as_secs_f64() * 1e6)] += 1;
+                t.shadow_latency[latency::bucket(took.as_secs_f64() * 1e6)] += 1;
+                for (name, d) in &diffs {
+                    merge(t.outputs.entry(name.clone()).or_default(), d);
+                }
+            });
+            metrics::counter!(SHADOW_REQUESTS, "model" => m.clone(), "result" => "compared")
+                .increment(1);
+            // Cumulative figures as gauges: off the request path, once per comparison.
+            let report = { summarise(&shadow.lock().cumulative) };
+            for (name, o) in &report.outputs {
+                if let Some(a) = o.agreement {
+                    metrics::gauge!(SHADOW_AGREEMENT, "model" => m.clone(), "output" => name.clone()).set(a);
+                }
+                if let Some(d) = o.mean_abs_diff {
+                    metrics::gauge!(SHADOW_MEAN_ABS_DIFF, "model" => m.clone(), "output" => name.clone()).set(d);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(model = %m, error = %e, "shadow request failed");
+            shadow.record(|t| t.errors += 1);
+            metrics::counter!(SHADOW_REQUESTS, "model" => m, "result" => "error").increment(1);
+        }
+    }
+}
+
+/// Differences between two answers to the same request, output by output
+/// (outputs missing from one side, or shaped differently, are skipped).
+pub fn compare(
+    signature: &Signature,
+    primary: &[Tensor],
+    other: &[Tensor],
+) -> BTreeMap<String, OutputTallyPub> {
+    let mut out = BTreeMap::new();
+    for p in primary {
+        let Some(o) = other.iter().find(|o| o.name == p.name) else {
+            continue;
+        };
+        if o.shape != p.shape || o.data.len() != p.data.len() {
+            continue;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        widen(&p.data, 0..p.data.len(), &mut a);
+        widen(&o.data, 0..o.data.len(), &mut b);
+        let mut t = OutputTally::default();
+        for (&x, &y) in a.iter().zip(&b) {
+            let d = (x - y).abs();
+            if d.is_nan() {
+                continue;
+            }
+            t.elements += 1;
+            t.sum_abs += d;
+            t.max_abs = t.max_abs.max(d);
+            t.sum_rel += d / x.abs().max(1e-12);
+        }
+        let classes = signature.output(&p.name).map_or(Classes::None, Classes::of);
+        if classes != Classes::None && !a.is_empty() {
+            t.classifier = true;
+            let rows = p.shape.first().copied().unwrap_or(1).max(1) as usize;
+            let per_row = a.len() / rows;
+            for (ra, rb) in a.chunks(per_row.max(1)).zip(b.chunks(per_row.max(1))) {
+                if let (Some(ca), Some(cb)) = (classes.of_row(ra), classes.of_row(rb)) {
+                    t.rows += 1;
+                    t.agree += (ca == cb) as u64;
+                    *t.confusion.entry((ca, cb)).or_default() += 1;
+                }
+            }
+        }
+        out.insert(p.name.clone(), OutputTallyPub(t));
+    }
+    out
+}
+
+/// The tally of one comparison, opaque outside this module.
+#[derive(Debug, Clone)]
+pub struct OutputTallyPub(OutputTally);
+
+fn merge(into: &mut OutputTally, d: &OutputTallyPub) {
+    let d = &d.0;
+    into.elements += d.elements;
+    into.sum_abs += d.sum_abs;
+    into.max_abs = into.max_abs.max(d.max_abs);
+    into.sum_rel += d.sum_rel;
+    into.rows += d.rows;
+    into.agree += d.agree;
+    into.classifier |= d.classifier;
+    for (&k, &n) in &d.confusion {
+        *into.confusion.entry(k).or_default() += n;
+    }
+}
+
+/// What a comparison says of one output.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputReport {
+    /// Elements compared.
+    pub count: u64,
+    pub mean_abs_diff: Option<f64>,
+    pub max_abs_diff: Option<f64>,
+    /// Mean of |primary − shadow| / |primary|.
+    pub mean_rel_diff: Option<f64>,
+    /// Classifier outputs: rows compared, the share whose predicted class
+    /// agrees, and primary class → shadow class → rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<BTreeMap<String, BTreeMap<String, u64>>>,
+}
+
+impl OutputReport {
+    pub fn of(t: &OutputTallyPub) -> OutputReport {
+        report_of(&t.0)
+    }
+}
+
+fn report_of(t: &OutputTally) -> OutputReport {
+    let n = t.elements as f64;
+    let some = |v: f64| (t.elements > 0).then_some(v);
+    let mut confusion: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (&(a, b), &c) in &t.confusion {
+        *confusion
+            .entry(a.to_string())
+            .or_default()
+            .entry(b.to_string())
+            .or_default() += c;
+    }
+    OutputReport {
+        count: t.elements,
+        mean_abs_diff: some(t.sum_abs / n),
+        max_abs_diff: some(t.max_abs),
+        mean_rel_diff: some(t.sum_rel / n),
+        rows: t.classifier.then_some(t.rows),
+        agreement: (t.classifier && t.rows > 0).then(|| t.agree as f64 / t.rows as f64),
+        confusion: t.classifier.then_some(confusion),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TallyReport {
+    pub since: String,
+    /// Requests answered by both and compared.
+    pub compared: u64,
+    /// Shadow requests that failed.
+    pub errors: u64,
+    pub outputs: BTreeMap<String, OutputReport>,
+    pub latency_us: LatencyPair,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyPair {
+    /// Of the requests compared: the primary's answer and the shadow's.
+    pub primary_p50: Option<f64>,
+    pub primary_p99: Option<f64>,
+    pub shadow_p50: Option<f64>,
+    pub shadow_p99: Option<f64>,
+}
+
+fn summarise(t: &Tally) -> TallyReport {
+    TallyReport {
+        since: humantime::format_rfc3339_millis(t.started).to_string(),
+        compared: t.compared,
+        errors: t.errors,
+        outputs: t
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), report_of(v)))
+            .collect(),
+        latency_us: LatencyPair {
+            primary_p50: latency::quantile(&t.primary_latency, 0.5),
+            primary_p99: latency::quantile(&t.primary_latency, 0.99),
+            shadow_p50: latency::quantile(&t.shadow_latency, 0.5),
+            shadow_p99: latency::quantile(&t.shadow_latency, 0.99),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowReport {
+    pub model: String,
+    pub target: Target,
+    pub sample_rate: f64,
+    pub max_inflight: usize,
+    /// Sampled requests dropped because `max_inflight` were pending.
+    pub dropped: u64,
+    pub inflight: usize,
+    pub window_seconds: f64,
+    pub cumulative: TallyReport,
+    pub current_window: TallyReport,
+    pub last_window: Option<TallyReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_even_and_exact() {
+        let shadow = Arc::new(Shadow::new(
+            "m",
+            Spec {
+                target: Target::Version(1),
+                sample_rate: 0.25,
+                max_inflight: usize::MAX,
+            },
+            Duration::from_secs(60),
+        ));
+        let tickets: Vec<_> = (0..100).filter_map(|_| shadow.ticket()).collect();
+        assert_eq!(tickets.len(), 25);
+    }
+
+    #[test]
+    fn beyond_max_inflight_requests_are_dropped_and_counted() {
+        let shadow = Arc::new(Shadow::new(
+            "m",
+            Spec {
+                target: Target::Version(1),
+                sample_rate: 1.0,
+                max_inflight: 2,
+            },
+            Duration::from_secs(60),
+        ));
+        let (a, b) = (shadow.ticket(), shadow.ticket());
+        assert!(a.is_some() && b.is_some());
+        assert!(shadow.ticket().is_none());
+        assert_eq!(shadow.dropped.load(Ordering::Relaxed), 1);
+        drop(a);
+        assert!(shadow.ticket().is_some(), "a slot came back");
+    }
+}
