@@ -45,6 +45,31 @@ pub struct Spec {
     pub max_inflight: usize,
 }
 
+/// `[promotion]`: when a `shadow-first` candidate takes over by itself.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Promotion {
+    /// Requests compared at least.
+    pub min_requests: u64,
+    /// Argmax agreement on every classifier output, at least.
+    pub min_agreement: f64,
+    /// Mean absolute difference on every output, at most (unset: not checked).
+    pub max_mean_abs_diff: Option<f64>,
+    /// Share of the primary's traffic mirrored to the candidate.
+    pub sample_rate: f64,
+}
+
+impl Default for Promotion {
+    fn default() -> Self {
+        Promotion {
+            min_requests: 100,
+            min_agreement: 0.99,
+            max_mean_abs_diff: None,
+            sample_rate: 1.0,
+        }
+    }
+}
+
 /// Comparison tallies of one output.
 #[derive(Debug, Clone, Default)]
 struct OutputTally {
@@ -92,6 +117,9 @@ struct Tallies {
 pub struct Shadow {
     pub model: String,
     pub spec: Spec,
+    /// Set for a `shadow-first` candidate: promoted by itself when met.
+    pub promotion: Option<Promotion>,
+    promoting: std::sync::atomic::AtomicBool,
     seen: AtomicU64,
     inflight: AtomicUsize,
     dropped: AtomicU64,
@@ -113,6 +141,8 @@ impl Shadow {
         Shadow {
             model: model.to_string(),
             spec,
+            promotion: None,
+            promoting: std::sync::atomic::AtomicBool::new(false),
             seen: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
@@ -148,6 +178,50 @@ impl Shadow {
         Some(Ticket(self.clone()))
     }
 
+    /// A `shadow-first` candidate: promoted when `promotion` is met.
+    pub fn candidate(model: &str, version: u64, promotion: Promotion, window: Duration) -> Shadow {
+        let spec = Spec {
+            target: Target::Version(version),
+            sample_rate: promotion.sample_rate.clamp(0.0, 1.0),
+            max_inflight: 64,
+        };
+        Shadow {
+            promotion: Some(promotion),
+            ..Shadow::new(model, spec, window)
+        }
+    }
+
+    /// Whether the candidate may be promoted, and if not, why not.
+    fn verdict(&self, t: &Tally) -> Option<Result<(), String>> {
+        let p = self.promotion.as_ref()?;
+        if t.errors > 0 {
+            return Some(Err(format!("{} shadow requests failed", t.errors)));
+        }
+        if t.compared < p.min_requests {
+            return Some(Err(format!(
+                "{} of min_requests {} compared so far",
+                t.compared, p.min_requests
+            )));
+        }
+        for (name, o) in &t.outputs {
+            let r = report_of(o);
+            if let Some(a) = r.agreement.filter(|&a| a < p.min_agreement) {
+                return Some(Err(format!(
+                    "agreement {a:.4} < min_agreement {} on output '{name}'",
+                    p.min_agreement
+                )));
+            }
+            if let (Some(bound), Some(d)) = (p.max_mean_abs_diff, r.mean_abs_diff) {
+                if d > bound {
+                    return Some(Err(format!(
+                        "mean absolute difference {d:.6} > max_mean_abs_diff {bound} on output '{name}'"
+                    )));
+                }
+            }
+        }
+        Some(Ok(()))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Tallies> {
         self.tallies.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -171,7 +245,16 @@ impl Shadow {
     pub fn report(&self) -> ShadowReport {
         let mut t = self.lock();
         self.roll(&mut t);
+        let promotion = self.promotion.as_ref().map(|p| PromotionReport {
+            criteria: p.clone(),
+            status: match self.verdict(&t.cumulative) {
+                Some(Ok(())) => "met: promoting".into(),
+                Some(Err(why)) => format!("not promoted: {why}"),
+                None => String::new(),
+            },
+        });
         ShadowReport {
+            promotion,
             model: self.model.clone(),
             target: self.spec.target.clone(),
             sample_rate: self.spec.sample_rate,
@@ -232,6 +315,21 @@ pub async fn mirror(
             });
             metrics::counter!(SHADOW_REQUESTS, "model" => m.clone(), "result" => "compared")
                 .increment(1);
+            // A shadow-first candidate that met its criteria takes over.
+            let met = matches!(shadow.verdict(&shadow.lock().cumulative), Some(Ok(())));
+            if met && !shadow.promoting.swap(true, Ordering::AcqRel) {
+                if let Target::Version(v) = shadow.spec.target {
+                    match core.repository.promote(&m, Some(v)).await {
+                        Ok(_) => {
+                            tracing::info!(model = %m, version = v, "shadow-first candidate met its criteria: promoted")
+                        }
+                        Err(e) => {
+                            tracing::warn!(model = %m, version = v, error = %e, "automatic promotion failed");
+                            shadow.promoting.store(false, Ordering::Release);
+                        }
+                    }
+                }
+            }
             // Cumulative figures as gauges: off the request path, once per comparison.
             let report = { summarise(&shadow.lock().cumulative) };
             for (name, o) in &report.outputs {
@@ -403,7 +501,16 @@ fn summarise(t: &Tally) -> TallyReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct PromotionReport {
+    pub criteria: Promotion,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ShadowReport {
+    /// For a `shadow-first` candidate: its criteria and where it stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionReport>,
     pub model: String,
     pub target: Target,
     pub sample_rate: f64,

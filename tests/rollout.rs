@@ -364,3 +364,117 @@ async fn control_endpoints_need_the_token_when_one_is_set() {
     grpc.repository_model_unload(req).await.unwrap();
     server.stop().await;
 }
+
+/// digits with only version 1, rollout "shadow-first", promotion after
+/// 20 compared requests agreeing on 99 % of rows.
+async fn shadow_first_server() -> TestServer {
+    let repo = repo_with(&["digits"]);
+    std::fs::remove_dir_all(repo.path().join("digits/2")).unwrap();
+    let path = repo.path().join("digits/config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("rollout = \"shadow-first\"\n{config}\n[promotion]\nmin_requests = 20\nmin_agreement = 0.99\n"),
+    )
+    .unwrap();
+    TestServer::start(repo, Some(Duration::from_millis(200))).await
+}
+
+async fn send_heldout(server: &TestServer) -> Vec<String> {
+    let digits = Digits::load();
+    let mut versions = Vec::new();
+    for chunk in digits.features.chunks(10) {
+        let (status, v) = server.post("/v2/models/digits/infer", &body(chunk)).await;
+        assert_eq!(status, 200, "{v}");
+        versions.push(v["model_version"].as_str().unwrap().to_string());
+    }
+    versions
+}
+
+#[tokio::test]
+async fn shadow_first_promotes_a_candidate_that_agrees() {
+    let server = shadow_first_server().await;
+    // A copy of version 1 as version 3: it agrees on every row.
+    drop_version(
+        server.repo.path(),
+        3,
+        &root().join("models/digits/1/model.onnx"),
+    );
+    assert_eq!(judged(&server, "3").await["state"], "READY");
+    let mut report = Value::Null;
+    for _ in 0..500 {
+        let (status, v) = server.get("/v2/models/digits/shadow").await;
+        if status == 200 {
+            report = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(report["target"], json!({ "version": 3 }), "{report}");
+    assert!(
+        report["promotion"]["status"]
+            .as_str()
+            .unwrap()
+            .contains("0 of min_requests 20"),
+        "{report}"
+    );
+    // The primary answers while the candidate is compared; then it takes over.
+    let versions = send_heldout(&server).await;
+    assert_eq!(versions[0], "1");
+    server
+        .wait_for("version 3 to be promoted", || async {
+            let (_, v) = server
+                .post(
+                    "/v2/models/digits/infer",
+                    &body(&Digits::load().features[..1]),
+                )
+                .await;
+            v["model_version"] == "3"
+        })
+        .await;
+    // Promoted: the shadow is gone, and a rollback returns to version 1.
+    assert_eq!(server.get("/v2/models/digits/shadow").await.0, 409);
+    let (status, v) = server.post("/v2/models/digits/rollback", &json!({})).await;
+    assert_eq!((status, v["primary"].clone()), (200, json!("1")), "{v}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shadow_first_keeps_a_candidate_that_disagrees_and_says_why() {
+    let server = shadow_first_server().await;
+    // Version 2's network as version 3: better, but it disagrees with the
+    // primary on 11 of 360 held-out rows (96.9 % < 99 %).
+    drop_version(
+        server.repo.path(),
+        3,
+        &root().join("models/digits/2/model.onnx"),
+    );
+    assert_eq!(judged(&server, "3").await["state"], "READY");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let versions = send_heldout(&server).await;
+    assert!(versions.iter().all(|v| v == "1"), "{versions:?}");
+    let mut report = Value::Null;
+    for _ in 0..500 {
+        report = server.get("/v2/models/digits/shadow").await.1;
+        if report["cumulative"]["compared"] == 36 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = report["promotion"]["status"].as_str().unwrap();
+    assert!(
+        status.contains("agreement 0.9694 < min_agreement 0.99 on output"),
+        "{report}"
+    );
+    let (_, v) = server
+        .post(
+            "/v2/models/digits/infer",
+            &body(&Digits::load().features[..1]),
+        )
+        .await;
+    assert_eq!(v["model_version"], "1", "still the primary");
+    // The promote call overrides the criteria.
+    let (status, v) = server.post("/v2/models/digits/promote", &json!({})).await;
+    assert_eq!((status, v["primary"].clone()), (200, json!("3")), "{v}");
+    server.stop().await;
+}

@@ -306,3 +306,52 @@ async fn compare_runs_both_and_a_shadow_may_be_another_model() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_shadow_can_start_from_config_toml() {
+    let repo = repo_with(&["digits"]);
+    let path = repo.path().join("digits/config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[shadow]\nversion = 1\nsample_rate = 0.5\n",
+            config.replace(
+                "version_policy = \"all\"",
+                "version_policy = { latest = 1 }"
+            )
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(repo, Some(Duration::from_millis(200))).await;
+    // Version 1 is loaded for the shadow although the policy keeps only 2.
+    assert_eq!(
+        server.index_row("digits", "1").await.unwrap()["state"],
+        "READY"
+    );
+    let digits = Digits::load();
+    for chunk in digits.features.chunks(10) {
+        let (_, v) = server.post("/v2/models/digits/infer", &body(chunk)).await;
+        assert_eq!(v["model_version"], "2");
+    }
+    // Half of 36 requests, evenly.
+    let report = shadow_report(&server, 18).await;
+    assert_eq!(report["sample_rate"], 0.5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, report) = server.get("/v2/models/digits/shadow").await;
+    assert_eq!(report["cumulative"]["compared"], 18);
+    // Stopped through the API, it stays stopped across polls.
+    assert_eq!(
+        server
+            .client
+            .delete(server.url("/v2/models/digits/shadow"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.get("/v2/models/digits/shadow").await.0, 409);
+    server.stop().await;
+}

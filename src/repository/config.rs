@@ -43,6 +43,57 @@ pub const FILE_NAME: &str = "config.toml";
 /// Rows per batch when batching is on and `max_batch_size` is not set.
 pub const DEFAULT_MAX_BATCH_ROWS: u64 = 64;
 
+/// `[shadow]`: `version = N` (of this model) or `model = "other"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    pub version: Option<u64>,
+    pub model: Option<String>,
+    #[serde(default = "one")]
+    pub sample_rate: f64,
+    #[serde(default = "sixty_four")]
+    pub max_inflight: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn sixty_four() -> usize {
+    64
+}
+
+impl ShadowConfig {
+    pub fn spec(&self) -> Result<crate::shadow::Spec, String> {
+        let target = match (self.version, &self.model) {
+            (Some(v), None) => crate::shadow::Target::Version(v),
+            (None, Some(m)) => crate::shadow::Target::Model(m.clone()),
+            _ => return Err("[shadow] needs either version or model".into()),
+        };
+        if !(0.0..=1.0).contains(&self.sample_rate) || self.max_inflight == 0 {
+            return Err(
+                "[shadow] sample_rate must lie in 0..=1 and max_inflight be at least 1".into(),
+            );
+        }
+        Ok(crate::shadow::Spec {
+            target,
+            sample_rate: self.sample_rate,
+            max_inflight: self.max_inflight,
+        })
+    }
+}
+
+/// `rollout = "immediate"` (a version that passes the gate serves at once)
+/// or `"shadow-first"` (it becomes the shadow, and is promoted once its
+/// comparison with the primary meets `[promotion]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rollout {
+    #[default]
+    Immediate,
+    ShadowFirst,
+}
+
 /// Which of the versions on disk are served.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,6 +118,14 @@ impl Default for VersionPolicy {
 pub struct ModelConfig {
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// What happens to a new version that passes the gate.
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// When a `shadow-first` candidate is promoted by itself.
+    #[serde(default)]
+    pub promotion: crate::shadow::Promotion,
+    /// A shadow from the start (the API can change or stop it).
+    pub shadow: Option<ShadowConfig>,
     /// Largest batch (first dimension) a request may carry; 0 or absent: no
     /// limit beyond the model's own shape.
     pub max_batch_size: Option<u64>,

@@ -511,10 +511,12 @@ impl Repository {
         };
         // Pinned versions (shadow targets) load whatever the policy says,
         // after the policy's own.
-        let pinned: Vec<u64> = previous
+        let config_pin = config.shadow.as_ref().and_then(|s| s.version);
+        let pinned: std::collections::BTreeSet<u64> = previous
             .pinned
             .iter()
-            .filter(|v| on_disk.contains(v) && !candidates.contains(v))
+            .chain(config_pin.as_ref())
+            .filter(|v| on_disk.contains(v))
             .copied()
             .collect();
         let limit = match config.version_policy {
@@ -527,8 +529,24 @@ impl Repository {
             history: previous.history.clone(),
             shadow: previous.shadow.clone(),
             pinned: previous.pinned.clone(),
+            config_shadow: previous.config_shadow.clone(),
             ..ModelEntry::default()
         };
+        let wanted_shadow = match config.shadow.as_ref().map(|s| s.spec()).transpose() {
+            Ok(spec) => spec,
+            Err(reason) => return failed_entry(previous, &format!("config.toml: {reason}")),
+        };
+        let apply_shadow = wanted_shadow != entry.config_shadow;
+        if let (
+            true,
+            Some(crate::shadow::Spec {
+                target: crate::shadow::Target::Version(v),
+                ..
+            }),
+        ) = (apply_shadow, &wanted_shadow)
+        {
+            entry.pinned.insert(*v);
+        }
         let serving_before = previous.serving().cloned();
         // The gate compares a new version with the one serving now.
         let serving_accuracy = serving_before
@@ -536,10 +554,15 @@ impl Repository {
             .and_then(|v| v.gate.as_ref())
             .map(|g| g.accuracy);
         let mut ready = 0usize;
-        let policy_count = candidates.len();
-        candidates.extend(pinned);
-        for (i, version) in candidates.into_iter().enumerate() {
-            if ready >= limit && i < policy_count {
+        candidates.extend(
+            pinned
+                .iter()
+                .filter(|v| !candidates.contains(v))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
+        for version in candidates {
+            if ready >= limit && !pinned.contains(&version) {
                 continue;
             }
             let vdir = dir.join(version.to_string());
@@ -600,7 +623,8 @@ impl Repository {
                     }
                 }
             };
-            if matches!(slot.state, VersionState::Ready(_)) {
+            // Pinned versions are extra: they do not use up the policy's count.
+            if matches!(slot.state, VersionState::Ready(_)) && !pinned.contains(&version) {
                 ready += 1;
             }
             entry.versions.insert(version, slot);
@@ -610,6 +634,26 @@ impl Repository {
                 tracing::info!(model = %name, version, "version retired; it unloads after its last request");
             }
         }
+        if apply_shadow {
+            entry.config_shadow = wanted_shadow.clone();
+            entry.shadow = wanted_shadow.map(|spec| {
+                // The primary stays put while a shadow of this model's own
+                // versions runs (a newer shadow must not take the traffic).
+                if entry.primary.is_none() {
+                    entry.primary = entry
+                        .versions
+                        .iter()
+                        .rev()
+                        .find(|(v, s)| {
+                            matches!(s.state, VersionState::Ready(_)) && !entry.pinned.contains(v)
+                        })
+                        .map(|(v, _)| *v);
+                }
+                let window = self.defaults.window.length;
+                tracing::info!(model = %name, target = ?spec.target, "shadow from config.toml");
+                Arc::new(crate::shadow::Shadow::new(name, spec, window))
+            });
+        }
         // Rollout "immediate": a version newer than the one serving that
         // passed the gate serves at once, and the one it replaces is where
         // a rollback returns.
@@ -618,11 +662,31 @@ impl Repository {
             if let Some(newest) = newest.filter(|&n| {
                 n > before.version && previous.ready(n).is_none() && !entry.pinned.contains(&n)
             }) {
-                if entry.ready(before.version).is_some() {
-                    entry.history.push(before.version);
+                if config.rollout == config::Rollout::ShadowFirst
+                    && entry.ready(before.version).is_some()
+                {
+                    // Rollout "shadow-first": the primary stays; the new
+                    // version sees its traffic as the shadow until it has
+                    // proved itself (or is promoted by hand).
+                    entry.primary = Some(before.version);
+                    let window = before
+                        .windows
+                        .as_ref()
+                        .map_or(self.defaults.window.length, |w| w.config().length);
+                    entry.shadow = Some(Arc::new(crate::shadow::Shadow::candidate(
+                        name,
+                        newest,
+                        config.promotion.clone(),
+                        window,
+                    )));
+                    tracing::info!(model = %name, version = newest, primary = before.version, "new version is the shadow (rollout shadow-first)");
+                } else {
+                    if entry.ready(before.version).is_some() {
+                        entry.history.push(before.version);
+                    }
+                    entry.primary = Some(newest);
+                    tracing::info!(model = %name, version = newest, replaces = before.version, "new version in service");
                 }
-                entry.primary = Some(newest);
-                tracing::info!(model = %name, version = newest, replaces = before.version, "new version in service");
             }
         }
         entry

@@ -122,6 +122,9 @@ pub struct ModelEntry {
     /// Versions kept loaded whatever the version policy says (a shadow
     /// target loaded for the purpose).
     pub pinned: std::collections::BTreeSet<u64>,
+    /// The `[shadow]` of config.toml last applied: applied again only when
+    /// it changes, so that the API's changes stand until then.
+    pub config_shadow: Option<crate::shadow::Spec>,
 }
 
 impl ModelEntry {
