@@ -7,6 +7,8 @@
 # Target (issue 5): p99 with the shadow within 10 % of without.
 #
 #   bash benches/shadow_overhead.sh            # RATE=1000 DURATION=10s ROUNDS=3
+#   HEAVY=1 bash benches/shadow_overhead.sh    # the shadow: a model ~15x slower
+#                                              # (tests/models/digits_heavy), max_inflight 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +33,14 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/repo" "$work/runs"
-cp -r models/digits "$work/repo/"
+cp -r models/digits tests/models/digits_heavy "$work/repo/"
+if [ -n "${HEAVY:-}" ]; then
+    SHADOW='{"model": "digits_heavy", "sample_rate": 1.0, "max_inflight": 8}'
+    SHADOW_NAME="digits_heavy (max_inflight 8)"
+else
+    SHADOW='{"version": 1, "sample_rate": 1.0}'
+    SHADOW_NAME="digits v1"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP=$(free_port); GRPC=$(free_port)
@@ -47,7 +56,7 @@ done
 for round in $(seq 1 "$ROUNDS"); do
     for mode in off on; do
         if [ "$mode" = on ]; then
-            curl -sf -X POST "http://127.0.0.1:$HTTP/v2/models/digits/shadow" -d '{"version": 1, "sample_rate": 1.0}' >/dev/null
+            curl -sf -X POST "http://127.0.0.1:$HTTP/v2/models/digits/shadow" -d "$SHADOW" >/dev/null
         else
             curl -s -X DELETE "http://127.0.0.1:$HTTP/v2/models/digits/shadow" >/dev/null || true
         fi
@@ -62,12 +71,12 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 curl -s -X DELETE "http://127.0.0.1:$HTTP/v2/models/digits/shadow" >/dev/null || true
 
-python3 - "$work" "$RATE" <<'PY'
+python3 - "$work" "$RATE" "$SHADOW_NAME" <<'PY'
 import glob, json, statistics, sys
-work, rate = sys.argv[1], sys.argv[2]
+work, rate, shadow = sys.argv[1], sys.argv[2], sys.argv[3]
 runs = {m: [json.load(open(p)) for p in sorted(glob.glob(f"{work}/runs/{m}-*.json"))] for m in ("off", "on")}
 med = lambda m, k: statistics.median(r["latency_us"][k] for r in runs[m])
-print(f"digits v2 at {rate} req/s (open loop), shadow = digits v1 at sample rate 1")
+print(f"digits v2 at {rate} req/s (open loop), shadow = {shadow} at sample rate 1")
 print(f"{'':<10}{'p50 us':>10}{'p99 us':>10}{'qps':>10}{'errors':>8}")
 for m in ("off", "on"):
     q = statistics.median(r["qps"] for r in runs[m])

@@ -410,6 +410,36 @@ def export_random_digits():
     write_model("tests/models/digits_random/model.onnx", model)
 
 
+def export_heavy_digits():
+    """Test-only: a deliberately slow model with digits' inputs and outputs
+    (a shadow slower than the primary): 64 -> 512, then the same 512x512
+    layer 16 times, -> 10. About 4 M multiply-adds a row, from 1 MiB of weights."""
+    rng = np.random.default_rng(11)
+    w_in = rng.normal(0, 0.05, (64, 512)).astype(np.float32)
+    w_mid = rng.normal(0, 0.04, (512, 512)).astype(np.float32)
+    w_out = rng.normal(0, 0.05, (512, 10)).astype(np.float32)
+    inits = [f32_init("W_in", w_in), f32_init("W_mid", w_mid), f32_init("W_out", w_out)]
+    nodes = [helper.make_node("MatMul", ["input", "W_in"], ["h0"], name="MatMul_in")]
+    for i in range(16):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", "W_mid"], [f"m{i}"], name=f"MatMul{i}"))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i + 1}"], name=f"Relu{i}"))
+    nodes.append(helper.make_node("MatMul", ["h16", "W_out"], ["logits"], name="MatMul_out"))
+    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="Softmax", axis=1))
+    nodes.append(helper.make_node("ArgMax", ["logits"], ["label"], name="ArgMax", axis=1, keepdims=0))
+    graph = helper.make_graph(
+        nodes, "digits_heavy",
+        inputs=[helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+        outputs=[
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        initializer=inits,
+    )
+    model = make_model(graph, "test-only: a slow model with digits' inputs, for shadow overload",
+                       {"trained_at": trained_at_now(), "algorithm": "random weights (not trained)"})
+    write_model("tests/models/digits_heavy/1/model.onnx", model)
+
+
 # --------------------------------------------------------------------------
 # --check (ONNX Runtime self-check)
 # --------------------------------------------------------------------------
@@ -497,7 +527,7 @@ def main(argv=None) -> int:
                     help="after generating, load and run every model in ONNX Runtime and compare with the fixtures")
     ap.add_argument("--check-only", action="store_true", help="only run the ONNX Runtime self-check")
     ap.add_argument("--random-only", action="store_true",
-                    help="only (re)write the test-only random-weights digits model")
+                    help="only (re)write the test-only digits models (random weights, heavy)")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only (re)write the digits drift baselines (models/digits/*/baseline.json)")
     args = ap.parse_args(argv)
@@ -507,12 +537,14 @@ def main(argv=None) -> int:
         return 0
     if args.random_only:
         export_random_digits()
+        export_heavy_digits()
         return 0
     if not args.check_only:
         export_digits()
         export_tiny()
         export_types()
         export_random_digits()
+        export_heavy_digits()
     if args.check or args.check_only:
         check()
     return 0

@@ -355,3 +355,54 @@ async fn a_shadow_can_start_from_config_toml() {
     assert_eq!(server.get("/v2/models/digits/shadow").await.0, 409);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_heavy_shadow_under_load_drops_mirrors_and_fails_no_request() {
+    let repo = repo_with(&["digits"]);
+    copy_dir(
+        &root().join("tests/models/digits_heavy"),
+        &repo.path().join("digits_heavy"),
+    );
+    let server = TestServer::start(repo, None).await;
+    let (status, v) = server
+        .post(
+            "/v2/models/digits/shadow",
+            &json!({ "model": "digits_heavy", "sample_rate": 1.0, "max_inflight": 4 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let digits = Digits::load();
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let (client, url) = (server.client.clone(), server.url("/v2/models/digits/infer"));
+        let b = body(&digits.features[c * 4..c * 4 + 4]);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let r = client.post(&url).json(&b).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["model_version"], "2");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Every sampled request was either compared or dropped, none waited for.
+    let mut report = Value::Null;
+    for _ in 0..1000 {
+        report = server.get("/v2/models/digits/shadow").await.1;
+        if report["inflight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let compared = report["cumulative"]["compared"].as_u64().unwrap();
+    let dropped = report["dropped"].as_u64().unwrap();
+    assert_eq!(compared + dropped, 400, "{report}");
+    assert!(dropped > 0, "a shadow this slow must shed load: {report}");
+    assert_eq!(report["cumulative"]["errors"], 0);
+    // Random weights: the heavy model disagrees with digits most of the time.
+    assert!(report["cumulative"]["outputs"]["label"]["agreement"].as_f64().unwrap() < 0.5);
+    server.stop().await;
+}
