@@ -403,6 +403,11 @@ async fn a_heavy_shadow_under_load_drops_mirrors_and_fails_no_request() {
     assert!(dropped > 0, "a shadow this slow must shed load: {report}");
     assert_eq!(report["cumulative"]["errors"], 0);
     // Random weights: the heavy model disagrees with digits most of the time.
-    assert!(report["cumulative"]["outputs"]["label"]["agreement"].as_f64().unwrap() < 0.5);
+    assert!(
+        report["cumulative"]["outputs"]["label"]["agreement"]
+            .as_f64()
+            .unwrap()
+            < 0.5
+    );
     server.stop().await;
 }

@@ -189,8 +189,9 @@ impl Registry {
         model: &str,
         version: Option<&str>,
     ) -> Result<(Arc<ModelVersion>, Option<Arc<crate::shadow::Shadow>>), Error> {
+        // One snapshot for both: the version and the shadow agree.
         let table = self.table.load();
-        let v = self.resolve(model, version)?;
+        let v = resolve_in(&table, model, version)?;
         let shadow = match version.filter(|v| !v.is_empty()) {
             None => table.models.get(model).and_then(|e| e.shadow.clone()),
             Some(_) => None,
@@ -200,34 +201,41 @@ impl Registry {
 
     /// The version a request addresses: the one named, or the one serving.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
-        let table = self.table.load();
-        let entry = table
-            .models
-            .get(model)
-            .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
-        match version.filter(|v| !v.is_empty()) {
-            None => entry
-                .serving()
-                .cloned()
-                .ok_or_else(|| Error::ModelUnavailable(model.to_string())),
-            Some(text) => {
-                let number = parse_version(text)?;
-                let slot = entry
-                    .versions
-                    .get(&number)
-                    .ok_or_else(|| Error::VersionNotFound {
+        resolve_in(&self.table.load(), model, version)
+    }
+}
+
+fn resolve_in(
+    table: &ModelTable,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Arc<ModelVersion>, Error> {
+    let entry = table
+        .models
+        .get(model)
+        .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+    match version.filter(|v| !v.is_empty()) {
+        None => entry
+            .serving()
+            .cloned()
+            .ok_or_else(|| Error::ModelUnavailable(model.to_string())),
+        Some(text) => {
+            let number = parse_version(text)?;
+            let slot = entry
+                .versions
+                .get(&number)
+                .ok_or_else(|| Error::VersionNotFound {
+                    model: model.to_string(),
+                    version: text.to_string(),
+                })?;
+            match &slot.state {
+                VersionState::Ready(v) => Ok(v.clone()),
+                VersionState::Unavailable(reason) | VersionState::Failed(reason) => {
+                    Err(Error::VersionUnavailable {
                         model: model.to_string(),
-                        version: text.to_string(),
-                    })?;
-                match &slot.state {
-                    VersionState::Ready(v) => Ok(v.clone()),
-                    VersionState::Unavailable(reason) | VersionState::Failed(reason) => {
-                        Err(Error::VersionUnavailable {
-                            model: model.to_string(),
-                            version: number,
-                            reason: reason.clone(),
-                        })
-                    }
+                        version: number,
+                        reason: reason.clone(),
+                    })
                 }
             }
         }
