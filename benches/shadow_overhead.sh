@@ -7,7 +7,7 @@
 # Target (issue 5): p99 with the shadow within 10 % of without.
 #
 #   bash benches/shadow_overhead.sh            # RATE=1000 DURATION=10s ROUNDS=3
-#   HEAVY=1 bash benches/shadow_overhead.sh    # the shadow: a model ~15x slower
+#   HEAVY=1 bash benches/shadow_overhead.sh    # the shadow: a model ~50x slower
 #                                              # (tests/models/digits_heavy), max_inflight 8
 set -euo pipefail
 cd "$(dirname "$0")/.."
