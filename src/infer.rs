@@ -128,13 +128,7 @@ impl Core {
                 .flat_map(|e| e.ready_versions().cloned())
                 .collect()),
             (Some(m), Some(v)) => Ok(vec![self.resolve(m, Some(v))?]),
-            (Some(m), None) => Ok(table
-                .models
-                .get(m)
-                .ok_or_else(|| Error::ModelNotFound(m.to_string()))?
-                .ready_versions()
-                .cloned()
-                .collect()),
+            (Some(m), None) => Ok(table.entry(m)?.ready_versions().cloned().collect()),
         }
     }
 
@@ -147,11 +141,7 @@ impl Core {
     ) -> Result<crate::health::HealthReport, Error> {
         let v = self.resolve(model, version)?;
         let table = self.repository.registry.snapshot();
-        let entry = table
-            .models
-            .get(model)
-            .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
-        Ok(crate::health::report(&v, entry))
+        Ok(crate::health::report(&v, table.entry(model)?))
     }
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {

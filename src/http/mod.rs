@@ -298,10 +298,7 @@ async fn shadow(state: &AppState, req: Request<Incoming>, model: &str) -> Result
     match *req.method() {
         Method::GET => {
             let table = repository.registry.snapshot();
-            let entry = table
-                .models
-                .get(model)
-                .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+            let entry = table.entry(model)?;
             let shadow = entry
                 .shadow
                 .as_ref()
@@ -352,10 +349,7 @@ async fn compare(state: &AppState, req: Request<Incoming>, model: &str) -> Resul
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<usize>().ok());
     let table = state.core.repository.registry.snapshot();
-    let entry = table
-        .models
-        .get(model)
-        .ok_or_else(|| Error::ModelNotFound(model.to_string()))?;
+    let entry = table.entry(model)?;
     let (candidate_model, candidate_version) = match (
         candidate,
         entry.shadow.as_ref().map(|s| s.spec.target.clone()),

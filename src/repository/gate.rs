@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use crate::backend::{Backend, Signature};
 use crate::tensor::{DataType, Tensor, TensorData};
+use crate::window::{widen, Classes};
 
 /// One-row latency measurements are capped at this many rows of the sample.
 const LATENCY_ROWS: usize = 1000;
@@ -178,16 +179,23 @@ fn measure_sample(
     let output = match &config.output {
         Some(name) => signature
             .output(name)
-            .ok_or_else(|| setup(format!("gate: the model has no output '{name}'")))?
-            .name
-            .clone(),
-        None if signature.outputs.len() == 1 => signature.outputs[0].name.clone(),
+            .ok_or_else(|| setup(format!("gate: the model has no output '{name}'")))?,
+        None if signature.outputs.len() == 1 => &signature.outputs[0],
         None => {
             return Err(setup(
                 "gate: the model has several outputs; name one with `output`".into(),
             ))
         }
     };
+    // Predicted classes as the statistics windows and the shadow read them.
+    let classes = Classes::of(output);
+    if classes == Classes::None {
+        return Err(setup(format!(
+            "gate: output '{}' ({} {:?}) is neither integer labels [batch] nor scores [batch, K]",
+            output.name, output.datatype, output.shape
+        )));
+    }
+    let output = output.name.clone();
     let width = sample.features[0].len();
     let batch = |rows: &[Vec<f64>]| -> Result<Vec<Tensor>, GateError> {
         if rows.iter().any(|r| r.len() != width) {
@@ -217,31 +225,13 @@ fn measure_sample(
             .find(|t| t.name == output)
             .ok_or_else(|| GateError::Failed(format!("the run did not return '{output}'")))?;
         let rows = out.shape.first().copied().unwrap_or(1).max(1) as usize;
-        let per_row = out.data.len() / rows;
-        let values: Vec<f64> = match &out.data {
-            TensorData::Fp32(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::Fp64(v) => v.clone(),
-            TensorData::Int64(v) => v.iter().map(|&x| x as f64).collect(),
-            TensorData::Int32(v) => v.iter().map(|&x| x as f64).collect(),
-            other => {
-                return Err(setup(format!(
-                    "gate: output '{output}' of type {} is not a label or score",
-                    other.datatype()
-                )))
-            }
-        };
-        let integer = matches!(out.data, TensorData::Int64(_) | TensorData::Int32(_));
+        let per_row = (out.data.len() / rows).max(1);
+        let mut values = Vec::with_capacity(out.data.len());
+        widen(&out.data, 0..out.data.len(), &mut values);
+        // A row without a class (NaN scores) counts as wrong.
         Ok(values
-            .chunks(per_row.max(1))
-            .map(|row| {
-                if integer && row.len() == 1 {
-                    row[0] as i64
-                } else {
-                    (0..row.len())
-                        .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-                        .unwrap_or(0) as i64
-                }
-            })
+            .chunks(per_row)
+            .map(|row| classes.of_row(row).unwrap_or(i64::MIN))
             .collect())
     };
 

@@ -166,9 +166,7 @@ impl Repository {
                 }
             })
             .collect();
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), entry);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, entry);
         if ready {
             Ok(())
         } else {
@@ -204,9 +202,7 @@ impl Repository {
             );
         }
         control.unloaded.insert(name.to_string());
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), unloaded);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, unloaded);
         tracing::info!(model = %name, "model unloaded");
         Ok(())
     }
@@ -219,10 +215,7 @@ impl Repository {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
-        let entry = current
-            .models
-            .get(name)
-            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let entry = current.entry(name)?;
         // No version named: the shadow's.
         let version =
             match (version, entry.shadow.as_ref().map(|s| &s.spec.target)) {
@@ -261,9 +254,7 @@ impl Repository {
             entry.shadow = None;
         }
         entry.pinned.remove(&version);
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), entry);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, version, previous = ?before, "promoted");
         Ok((version, before.unwrap_or(version)))
     }
@@ -286,21 +277,14 @@ impl Repository {
         }
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
-        let mut entry = current
-            .models
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let mut entry = current.entry(name)?.clone();
         let serving = entry
             .serving()
             .cloned()
             .ok_or_else(|| Error::ModelUnavailable(name.to_string()))?;
         match &spec.target {
             Target::Model(other) => {
-                let o = current
-                    .models
-                    .get(other)
-                    .ok_or_else(|| Error::ModelNotFound(other.clone()))?;
+                let o = current.entry(other)?;
                 let o = o
                     .serving()
                     .ok_or_else(|| Error::ModelUnavailable(other.clone()))?;
@@ -374,9 +358,7 @@ impl Repository {
             .map_or(self.defaults.window.length, |w| w.config().length);
         let shadow = Arc::new(crate::shadow::Shadow::new(name, spec, window));
         entry.shadow = Some(shadow.clone());
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), entry);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, target = ?shadow.spec.target, rate = shadow.spec.sample_rate, "shadow on");
         Ok(shadow)
     }
@@ -386,18 +368,12 @@ impl Repository {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
-        let mut entry = current
-            .models
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let mut entry = current.entry(name)?.clone();
         let shadow = entry
             .shadow
             .take()
             .ok_or_else(|| Error::Conflict(format!("model '{name}' has no shadow")))?;
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), entry);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, "shadow off");
         Ok(shadow.report())
     }
@@ -408,10 +384,7 @@ impl Repository {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
-        let entry = current
-            .models
-            .get(name)
-            .ok_or_else(|| Error::ModelNotFound(name.to_string()))?;
+        let entry = current.entry(name)?;
         let from = entry
             .serving()
             .map(|v| v.version)
@@ -429,9 +402,7 @@ impl Repository {
             }
         };
         entry.primary = Some(to);
-        let mut table = (*current).clone();
-        table.models.insert(name.to_string(), entry);
-        self.registry.publish(table);
+        self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, from, to, "rolled back");
         Ok((from, to))
     }

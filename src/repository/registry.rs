@@ -168,6 +168,14 @@ pub struct ModelTable {
     pub models: BTreeMap<String, ModelEntry>,
 }
 
+impl ModelTable {
+    pub fn entry(&self, name: &str) -> Result<&ModelEntry, Error> {
+        self.models
+            .get(name)
+            .ok_or_else(|| Error::ModelNotFound(name.to_string()))
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
     table: ArcSwap<ModelTable>,
@@ -180,6 +188,13 @@ impl Registry {
 
     pub fn publish(&self, table: ModelTable) {
         self.table.store(Arc::new(table));
+    }
+
+    /// Publishes `current` with one model's entry replaced.
+    pub fn publish_entry(&self, current: &ModelTable, name: &str, entry: ModelEntry) {
+        let mut table = current.clone();
+        table.models.insert(name.to_string(), entry);
+        self.publish(table);
     }
 
     /// `resolve`, plus the model's shadow when the request goes to the
