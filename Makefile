@@ -7,7 +7,7 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare stats-overhead
+.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare stats-overhead gpu-check
 
 setup:
 	bash scripts/setup.sh
@@ -51,6 +51,10 @@ bench: setup
 # infergate against its ceilings, side by side (see the README's Performance section).
 compare: setup
 	bash benches/compare.sh
+
+# On a machine with an NVIDIA GPU: the CNN on cuda:0 vs the CPU, and vs ONNX Runtime in-process.
+gpu-check:
+	bash scripts/gpu-check.sh
 
 # QPS with window statistics on vs off, both servers loaded at once.
 stats-overhead: setup

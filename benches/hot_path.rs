@@ -152,6 +152,7 @@ fn in_process(c: &mut Criterion) {
                     keep: 10,
                     max_features: 64,
                 },
+                device: Default::default(),
             },
         ));
         rt.block_on(repository.poll());
@@ -195,13 +196,9 @@ fn window_cost(c: &mut Criterion) {
         ("digits", root.join("models/digits/2"), 64),
         ("cnn", root.join("benches/models/cnn/1"), 4),
     ] {
-        let mut backend = infergate::backend::load(
-            &dir,
-            &infergate::backend::LoadOptions {
-                intra_op_threads: 1,
-            },
-        )
-        .expect("model loads (benches/models comes from scripts/make_bench_models.py)");
+        let mut backend =
+            infergate::backend::load(&dir, &infergate::backend::LoadOptions::default())
+                .expect("model loads (benches/models comes from scripts/make_bench_models.py)");
         let signature = backend.signature().clone();
         let baseline = dir.join("baseline.json");
         let baseline = baseline

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release --example ort_ceiling -- <model.onnx> [seconds] [batches]`
 //! prints one JSON object per batch size: runs/s, rows/s, p50 µs per run.
+//! `DEVICE=cuda:0` runs it on a GPU (and fails rather than fall back).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,10 +29,18 @@ fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(".ort/libonnxruntime.so.1.31.1"));
     infergate::backend::onnx::init(&lib)?;
+    let device = std::env::var("DEVICE")
+        .ok()
+        .map(|d| infergate::backend::Device::parse(&d))
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or_default();
     let mut backend = OnnxBackend::load(
         &model,
         &LoadOptions {
             intra_op_threads: 1,
+            device,
+            require_gpu: device != infergate::backend::Device::Cpu,
         },
     )?;
     let signature = backend.signature().clone();
@@ -56,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "model": model.display().to_string(),
+                "device": device.to_string(),
                 "batch": batch,
                 "runs_per_s": runs_per_s,
                 "rows_per_s": runs_per_s * batch as f64,

@@ -96,6 +96,12 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_STATS_MAX_FEATURES", default_value_t = 64)]
     pub stats_max_features: usize,
 
+    /// Where models run unless their config.toml says otherwise: cpu or
+    /// cuda:N. Without a usable GPU a model falls back to the CPU with a
+    /// warning (unless its config.toml sets require_gpu = true).
+    #[arg(long, env = "INFERGATE_DEVICE", default_value = "cpu")]
+    pub device: crate::backend::Device,
+
     /// Bearer token required by the control endpoints (repository
     /// load/unload, promote, rollback), e.g. from a secret; unset: open.
     #[arg(long, env = "INFERGATE_CONTROL_TOKEN", hide_env_values = true)]
@@ -120,6 +126,7 @@ pub struct Config {
     /// Window statistics defaults; a zero length turns them off.
     pub window: crate::window::WindowConfig,
     pub control_token: Option<String>,
+    pub device: crate::backend::Device,
 }
 
 impl From<&ServeArgs> for Config {
@@ -138,6 +145,7 @@ impl From<&ServeArgs> for Config {
                 max_features: a.stats_max_features,
             },
             control_token: a.control_token.clone().filter(|t| !t.is_empty()),
+            device: a.device,
         }
     }
 }
@@ -162,6 +170,7 @@ impl Config {
                 max_features: 64,
             },
             control_token: None,
+            device: crate::backend::Device::Cpu,
         }
     }
 }

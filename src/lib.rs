@@ -129,6 +129,7 @@ pub async fn run(
             queue_capacity: config.queue_capacity,
             intra_op_threads: config.intra_op_threads,
             window: config.window.clone(),
+            device: config.device,
         },
     ));
     // Closes statistics windows on time; ends with the repository.

@@ -67,19 +67,70 @@ impl Signature {
     }
 }
 
-/// How a backend is to be built. Grows with execution providers.
+/// Where a model runs: `cpu`, or `cuda:N` (`cuda` alone is `cuda:0`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(u32),
+}
+
+impl Device {
+    pub fn parse(text: &str) -> Result<Device, String> {
+        match text.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            t => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("device '{t}' is not \"cpu\", \"cuda\" or \"cuda:N\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Device, String> {
+        Device::parse(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Device {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+        let text = String::deserialize(d)?;
+        Device::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a backend is to be built.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Threads ONNX Runtime may use inside one operator. One by default: the
     /// server gets its parallelism from requests, and more threads per
     /// request only fight over the same cores.
     pub intra_op_threads: usize,
+    pub device: Device,
+    /// A GPU that cannot be used fails the load instead of falling back to
+    /// the CPU.
+    pub require_gpu: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             intra_op_threads: 1,
+            device: Device::Cpu,
+            require_gpu: false,
         }
     }
 }
@@ -131,6 +182,11 @@ pub trait Backend: Send + 'static {
     /// Free-form metadata the model file carries (ONNX `metadata_props`).
     fn properties(&self) -> &BTreeMap<String, String>;
 
+    /// Where the model actually runs (after any fallback to the CPU).
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
     /// Runs the model. Inputs are already checked against the signature;
     /// every model output is returned, in signature order.
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
@@ -153,4 +209,24 @@ pub fn load(version_dir: &Path, options: &LoadOptions) -> Result<Box<dyn Backend
 pub fn model_file(version_dir: &Path) -> Option<PathBuf> {
     let onnx = version_dir.join(onnx::FILE_NAME);
     onnx.is_file().then_some(onnx)
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::Device;
+
+    #[test]
+    fn devices_parse_and_print_back() {
+        for (text, device) in [
+            ("cpu", Device::Cpu),
+            ("cuda", Device::Cuda(0)),
+            ("cuda:3", Device::Cuda(3)),
+        ] {
+            assert_eq!(Device::parse(text), Ok(device));
+        }
+        assert_eq!(Device::Cuda(3).to_string(), "cuda:3");
+        for bad in ["gpu", "cuda:", "cuda:x", "CUDA:0", ""] {
+            assert!(Device::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -12,7 +12,10 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
-use super::{Backend, BackendError, LoadOptions, Signature, TensorSpec};
+use ort::ep;
+use ort::session::builder::SessionBuilder;
+
+use super::{Backend, BackendError, Device, LoadOptions, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 
 pub const FILE_NAME: &str = "model.onnx";
@@ -44,6 +47,7 @@ pub fn init(library: &Path) -> Result<(), BackendError> {
 
 pub struct OnnxBackend {
     session: Session,
+    device: Device,
     signature: Signature,
     properties: BTreeMap<String, String>,
 }
@@ -57,14 +61,51 @@ impl OnnxBackend {
             path: path.to_path_buf(),
             reason,
         };
-        let session = Session::builder(environment)
-            .map_err(|e| load_err(e.to_string()))?
-            .with_intra_threads(options.intra_op_threads.max(1))
-            .map_err(|e| load_err(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| load_err(e.to_string()))?;
+        let builder = || -> Result<SessionBuilder, String> {
+            Session::builder(environment)
+                .map_err(|e| e.to_string())?
+                .with_intra_threads(options.intra_op_threads.max(1))
+                .map_err(|e| e.to_string())?
+                .with_inter_threads(1)
+                .map_err(|e| e.to_string())
+        };
+        let on_cpu = || -> Result<Session, BackendError> {
+            builder()
+                .and_then(|mut b| b.commit_from_file(path).map_err(|e| e.to_string()))
+                .map_err(load_err)
+        };
+        let (session, device) = match options.device {
+            Device::Cpu => (on_cpu()?, Device::Cpu),
+            Device::Cuda(id) => {
+                // error_on_failure: a provider that cannot register must say
+                // so, not leave ONNX Runtime to run on the CPU silently. A
+                // missing driver or device may only show when the session
+                // is created, so both steps count.
+                let attempt = builder().and_then(|b| {
+                    let cuda = ep::CUDA::default()
+                        .with_device_id(id as i32)
+                        .build()
+                        .error_on_failure();
+                    b.with_execution_providers([cuda])
+                        .map_err(|e| e.to_string())?
+                        .commit_from_file(path)
+                        .map_err(|e| e.to_string())
+                });
+                match attempt {
+                    Ok(session) => (session, Device::Cuda(id)),
+                    Err(cause) if options.require_gpu => {
+                        return Err(load_err(format!(
+                            "require_gpu: cannot run on cuda:{id}: {cause}"
+                        )))
+                    }
+                    Err(cause) => {
+                        tracing::warn!(model = %path.display(), device = %options.device, %cause,
+                            "the CUDA execution provider is not usable; running on the CPU");
+                        (on_cpu()?, Device::Cpu)
+                    }
+                }
+            }
+        };
 
         let spec = |kind: &'static str, name: &str, ty: &ValueType| match ty {
             ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
@@ -105,6 +146,7 @@ impl OnnxBackend {
         }
         Ok(OnnxBackend {
             session,
+            device,
             signature,
             properties,
         })
@@ -122,6 +164,10 @@ impl Backend for OnnxBackend {
 
     fn properties(&self) -> &BTreeMap<String, String> {
         &self.properties
+    }
+
+    fn device(&self) -> Device {
+        self.device
     }
 
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {

@@ -557,7 +557,12 @@ fn model_metadata(state: &AppState, model: &str, version: Option<&str>) -> Resul
         "platform": m.platform,
         "inputs": tensors(&m.signature.inputs),
         "outputs": tensors(&m.signature.outputs),
-        "parameters": { "sha256": m.sha256, "properties": m.properties },
+        "parameters": {
+            "sha256": m.sha256,
+            "properties": m.properties,
+            "device": m.device.to_string(),
+            "requested_device": m.requested_device.to_string(),
+        },
     }))
 }
 

@@ -118,6 +118,12 @@ impl Default for VersionPolicy {
 pub struct ModelConfig {
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// Where the model runs: "cpu" or "cuda:N" (default: --device).
+    pub device: Option<crate::backend::Device>,
+    /// A GPU that cannot be used fails the load instead of falling back
+    /// to the CPU with a warning.
+    #[serde(default)]
+    pub require_gpu: bool,
     /// What happens to a new version that passes the gate.
     #[serde(default)]
     pub rollout: Rollout,

@@ -65,6 +65,8 @@ pub struct Defaults {
     pub intra_op_threads: usize,
     /// Window statistics; a zero length turns them off.
     pub window: crate::window::WindowConfig,
+    /// Where models run unless their config.toml says otherwise.
+    pub device: crate::backend::Device,
 }
 
 pub struct Repository {
@@ -724,6 +726,8 @@ fn load_version_blocking(
 ) -> Result<ModelVersion, LoadError> {
     let options = LoadOptions {
         intra_op_threads: config.intra_op_threads.unwrap_or(defaults.intra_op_threads),
+        device: config.device.unwrap_or(defaults.device),
+        require_gpu: config.require_gpu,
     };
     let mut backend = backend::load(dir, &options).map_err(|e| e.to_string())?;
     let mut signature = backend.signature().clone();
@@ -752,6 +756,7 @@ fn load_version_blocking(
     }
 
     let platform = backend.platform();
+    let device = backend.device();
     let properties = backend.properties().clone();
     // Further instances: their own sessions of the same file, one thread each.
     let mut backends = vec![backend];
@@ -797,6 +802,8 @@ fn load_version_blocking(
         properties,
         sha256,
         gate,
+        device,
+        requested_device: options.device,
         worker,
         stats,
         batching,

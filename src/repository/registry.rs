@@ -23,6 +23,9 @@ pub struct ModelVersion {
     pub model: String,
     pub version: u64,
     pub platform: &'static str,
+    /// Where it runs (after any fallback), and where it was asked to run.
+    pub device: crate::backend::Device,
+    pub requested_device: crate::backend::Device,
     pub signature: Signature,
     pub max_batch_size: Option<u64>,
     pub properties: BTreeMap<String, String>,
