@@ -478,3 +478,63 @@ async fn shadow_first_keeps_a_candidate_that_disagrees_and_says_why() {
     assert_eq!((status, v["primary"].clone()), (200, json!("3")), "{v}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_primary_and_the_rollback_target_stay_loaded_whatever_the_policy() {
+    let repo = repo_with(&["digits"]);
+    let path = repo.path().join("digits/config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        config.replace(
+            "version_policy = \"all\"",
+            "version_policy = { latest = 1 }",
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(repo, Some(Duration::from_millis(200))).await;
+    assert!(server.index_row("digits", "1").await.is_none());
+    // Version 3 arrives and serves; latest = 1 alone would unload 2, but a
+    // rollback must find it.
+    drop_version(
+        server.repo.path(),
+        3,
+        &root().join("models/digits/2/model.onnx"),
+    );
+    server
+        .wait_for("version 3 to serve", || async {
+            let (_, v) = server
+                .post(
+                    "/v2/models/digits/infer",
+                    &body(&Digits::load().features[..1]),
+                )
+                .await;
+            v["model_version"] == "3"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.index_row("digits", "2").await.unwrap()["state"],
+        "READY"
+    );
+    let (status, v) = server.post("/v2/models/digits/rollback", &json!({})).await;
+    assert_eq!((status, v["primary"].clone()), (200, json!("2")), "{v}");
+    // A shadow loaded outside the policy, promoted, keeps serving across polls.
+    let (status, v) = server
+        .post("/v2/models/digits/shadow", &json!({ "version": 1 }))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        server.post("/v2/models/digits/promote", &json!({})).await.0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, v) = server
+        .post(
+            "/v2/models/digits/infer",
+            &body(&Digits::load().features[..1]),
+        )
+        .await;
+    assert_eq!(v["model_version"], "1");
+    server.stop().await;
+}

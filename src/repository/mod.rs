@@ -492,6 +492,15 @@ impl Repository {
             .filter(|v| on_disk.contains(v))
             .copied()
             .collect();
+        // The version serving and the one a rollback would return to stay
+        // loaded while on disk, whatever the policy would pick now.
+        let keep: std::collections::BTreeSet<u64> = previous
+            .serving()
+            .map(|v| v.version)
+            .into_iter()
+            .chain(previous.history.last().copied())
+            .filter(|v| on_disk.contains(v))
+            .collect();
         let limit = match config.version_policy {
             VersionPolicy::Latest(n) => n,
             _ => usize::MAX,
@@ -527,15 +536,15 @@ impl Repository {
             .and_then(|v| v.gate.as_ref())
             .map(|g| g.accuracy);
         let mut ready = 0usize;
-        candidates.extend(
-            pinned
-                .iter()
-                .filter(|v| !candidates.contains(v))
-                .copied()
-                .collect::<Vec<_>>(),
-        );
+        let extra: std::collections::BTreeSet<u64> = pinned
+            .iter()
+            .chain(&keep)
+            .filter(|v| !candidates.contains(v))
+            .copied()
+            .collect();
+        candidates.extend(extra);
         for version in candidates {
-            if ready >= limit && !pinned.contains(&version) {
+            if ready >= limit && !pinned.contains(&version) && !keep.contains(&version) {
                 continue;
             }
             let vdir = dir.join(version.to_string());
