@@ -7,7 +7,11 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test build serve test test-rust test-python lint models bench compare stats-overhead gpu-check
+.PHONY: setup setup-test setup-torch build serve test test-rust test-python test-torch lint models torch-models bench compare stats-overhead gpu-check
+
+# The `torch` feature builds and runs against the CPU-only libtorch that
+# `scripts/setup.sh --torch` assembles in .libtorch/ from PyPI wheels.
+TORCH_ENV = LIBTORCH=$(CURDIR)/.libtorch LIBTORCH_CXX11_ABI=1 LD_LIBRARY_PATH=$(CURDIR)/.libtorch/lib
 
 setup:
 	bash scripts/setup.sh
@@ -35,7 +39,19 @@ test-python: setup-test
 	cargo test --locked --workspace --no-run
 	.venv/bin/python -m pytest tests/python -q
 
-test: setup-test lint test-rust test-python
+setup-torch:
+	bash scripts/setup.sh --torch
+
+# The TorchScript backend: clippy and every test again with the feature on.
+test-torch: setup-torch setup-test
+	$(TORCH_ENV) cargo clippy --locked --workspace --all-targets --features torch -- -D warnings
+	$(TORCH_ENV) cargo test --locked --workspace --features torch
+
+# Regenerates tests/models/tiny_ts (TorchScript, traced with tch).
+torch-models: setup-torch
+	$(TORCH_ENV) cargo run --locked --features torch --example make_torchscript
+
+test: setup-test lint test-rust test-python test-torch
 
 # Regenerates models/ and the test fixtures (needs scikit-learn and onnx;
 # the generated files are committed, so serving and testing never do).

@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
             intra_op_threads: 1,
             device,
             require_gpu: device != infergate::backend::Device::Cpu,
+            declared: None,
         },
     )?;
     let signature = backend.signature().clone();

@@ -31,7 +31,7 @@ PY
     mv "$ORT_LIB.part" "$ORT_LIB"
 fi
 
-if [ "${1:-}" = "--test" ]; then
+if [ "${1:-}" = "--test" ] || [ "${2:-}" = "--test" ]; then
     if [ ! -x .venv/bin/python ] || ! cmp -s scripts/requirements-test.txt .venv/.requirements-test.txt; then
         echo "setup: creating .venv with the pinned test clients"
         "$PYTHON" -m venv .venv
@@ -54,5 +54,40 @@ if [ "${1:-}" = "--test" ]; then
         rm -rf "$deb"
     fi
     echo "setup: Prometheus at $PROMETHEUS ($("$PROMETHEUS" --version 2>&1 | head -1))"
+fi
+if [ "${1:-}" = "--torch" ] || [ "${2:-}" = "--torch" ]; then
+    # libtorch 2.13.0 for the `torch` feature, CPU only, from PyPI wheels:
+    # torch==2.13.0 is a CUDA 13 build. On a machine without a GPU, its
+    # libtorch_cpu.so needs only libcudart.so.13 and libcupti.so.13 (two small
+    # NVIDIA wheels), while its libtorch.so pulls in libtorch_cuda.so and the
+    # whole CUDA stack: so keep torch_cpu + c10, replace libtorch.so by a stub
+    # that links just those, and leave libtorch_cuda.so out (torch-sys would
+    # link it if present). The wheels (540 MB) are cached outside the clone,
+    # in ~/.cache/infergate/wheels, for later runs on the same machine.
+    LIBTORCH_DIR=.libtorch
+    WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/infergate/wheels"
+    if [ ! -f "$LIBTORCH_DIR/lib/libtorch_cpu.so" ]; then
+        echo "setup: building a CPU-only libtorch 2.13.0 in $LIBTORCH_DIR from the torch wheel"
+        mkdir -p "$WHEELS"
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELS" \
+            torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
+        x=$(mktemp -d)
+        unzip -q -o "$WHEELS"/torch-2.13.0-*.whl 'torch/include/*' 'torch/lib/libtorch_cpu.so' \
+            'torch/lib/libc10.so' 'torch/lib/libgomp.so.1' -d "$x"
+        unzip -q -o "$WHEELS"/nvidia_cuda_runtime-13.0.96-*.whl 'nvidia/cu13/lib/libcudart.so.13' -d "$x"
+        unzip -q -o "$WHEELS"/nvidia_cuda_cupti-13.0.85-*.whl 'nvidia/cu13/lib/libcupti.so.13' -d "$x"
+        rm -rf "$LIBTORCH_DIR.part" && mkdir -p "$LIBTORCH_DIR.part/lib"
+        mv "$x/torch/include" "$LIBTORCH_DIR.part/include"
+        cp "$x"/torch/lib/{libtorch_cpu.so,libc10.so,libgomp.so.1} "$x"/nvidia/cu13/lib/{libcudart.so.13,libcupti.so.13} \
+            "$LIBTORCH_DIR.part/lib/"
+        ln -sf libgomp.so.1 "$LIBTORCH_DIR.part/lib/libgomp.so"
+        echo '/* CPU-only libtorch.so: torch_cpu and c10, without libtorch_cuda.so */' >"$x/stub.c"
+        gcc -shared -fPIC -o "$LIBTORCH_DIR.part/lib/libtorch.so" "$x/stub.c" -Wl,-soname,libtorch.so \
+            -Wl,--no-as-needed -L"$LIBTORCH_DIR.part/lib" -ltorch_cpu -lc10
+        echo 2.13.0 >"$LIBTORCH_DIR.part/build-version"
+        rm -rf "$x" "$LIBTORCH_DIR"
+        mv "$LIBTORCH_DIR.part" "$LIBTORCH_DIR"
+    fi
+    echo "setup: libtorch (CPU) at $LIBTORCH_DIR: build with LIBTORCH=$PWD/$LIBTORCH_DIR, run with LD_LIBRARY_PATH=$PWD/$LIBTORCH_DIR/lib"
 fi
 echo "setup: ONNX Runtime library at $ORT_LIB"

@@ -8,6 +8,8 @@
 //! makes that impossible to get wrong.
 
 pub mod onnx;
+#[cfg(feature = "torch")]
+pub mod torch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,6 +125,9 @@ pub struct LoadOptions {
     /// A GPU that cannot be used fails the load instead of falling back to
     /// the CPU.
     pub require_gpu: bool,
+    /// Inputs and outputs as config.toml declares them in full (name,
+    /// datatype, dims): what a TorchScript model cannot say itself.
+    pub declared: Option<Signature>,
 }
 
 impl Default for LoadOptions {
@@ -131,6 +136,7 @@ impl Default for LoadOptions {
             intra_op_threads: 1,
             device: Device::Cpu,
             require_gpu: false,
+            declared: None,
         }
     }
 }
@@ -194,21 +200,38 @@ pub trait Backend: Send + 'static {
 
 /// Finds the model file in a version directory and loads it with the backend
 /// its file name calls for.
+/// TorchScript models' file name (served with the `torch` feature).
+pub const TORCHSCRIPT_FILE: &str = "model.pt";
+
 pub fn load(version_dir: &Path, options: &LoadOptions) -> Result<Box<dyn Backend>, BackendError> {
     let onnx = version_dir.join(onnx::FILE_NAME);
     if onnx.is_file() {
         return Ok(Box::new(onnx::OnnxBackend::load(&onnx, options)?));
     }
+    let pt = version_dir.join(TORCHSCRIPT_FILE);
+    if pt.is_file() {
+        #[cfg(feature = "torch")]
+        return Ok(Box::new(torch::TorchBackend::load(&pt, options)?));
+        #[cfg(not(feature = "torch"))]
+        return Err(BackendError::Load {
+            path: pt,
+            reason: "this infergate was built without the `torch` feature (TorchScript): \
+                     build with `cargo build --features torch` (see the README)"
+                .into(),
+        });
+    }
     Err(BackendError::MissingFile {
         dir: version_dir.to_path_buf(),
-        expected: onnx::FILE_NAME,
+        expected: "model.onnx, model.pt",
     })
 }
 
 /// The file a version directory's backend would load, if there is one.
 pub fn model_file(version_dir: &Path) -> Option<PathBuf> {
-    let onnx = version_dir.join(onnx::FILE_NAME);
-    onnx.is_file().then_some(onnx)
+    [onnx::FILE_NAME, TORCHSCRIPT_FILE]
+        .iter()
+        .map(|f| version_dir.join(f))
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -284,6 +284,25 @@ impl ModelConfig {
         }))
     }
 
+    /// The signature config.toml declares in full (every `[[inputs]]` and
+    /// `[[outputs]]` with a datatype and dims), if it does.
+    pub fn declared(&self) -> Option<Signature> {
+        let spec = |o: &TensorOverride| -> Option<TensorSpec> {
+            Some(TensorSpec {
+                name: o.name.clone(),
+                datatype: DataType::parse(o.datatype.as_deref()?)?,
+                shape: o.dims.clone()?,
+            })
+        };
+        if self.inputs.is_empty() || self.outputs.is_empty() {
+            return None;
+        }
+        Some(Signature {
+            inputs: self.inputs.iter().map(spec).collect::<Option<_>>()?,
+            outputs: self.outputs.iter().map(spec).collect::<Option<_>>()?,
+        })
+    }
+
     /// Applies the `inputs`/`outputs` overrides to what the model file
     /// declares. An override may name only tensors the model has, keep its
     /// datatype, keep its rank, and fix only dimensions the file leaves open.

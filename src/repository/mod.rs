@@ -737,6 +737,7 @@ fn load_version_blocking(
         intra_op_threads: config.intra_op_threads.unwrap_or(defaults.intra_op_threads),
         device: config.device.unwrap_or(defaults.device),
         require_gpu: config.require_gpu,
+        declared: config.declared(),
     };
     let mut backend = backend::load(dir, &options).map_err(|e| e.to_string())?;
     let mut signature = backend.signature().clone();
