@@ -7,9 +7,10 @@
 #   bash scripts/gpu-check.sh        # DURATION=10s CONCURRENCY=16
 #
 # The CUDA build of ONNX Runtime comes from the onnxruntime-gpu wheel, and
-# the CUDA and cuDNN runtime libraries it needs from NVIDIA's wheels (the
-# wheel's [cuda,cudnn] extras), all in the virtualenv .venv-gpu; nothing is
-# installed system-wide.
+# the CUDA 13 and cuDNN 9 runtime libraries it needs from NVIDIA's wheels
+# (the wheel's [cuda,cudnn] extras, plus cuBLAS), all in the virtualenv
+# .venv-gpu; nothing is installed system-wide. The GPU driver must support
+# CUDA 13.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +25,9 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 if [ ! -x .venv-gpu/bin/python ]; then
     "$PYTHON" -m venv .venv-gpu
 fi
-.venv-gpu/bin/python -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]==${ORT_VERSION}"
+# The wheel's [cuda,cudnn] extras (CUDA 13) leave out cuBLAS, which its
+# libonnxruntime_providers_cuda.so needs (libcublas.so.13, libcublasLt.so.13).
+.venv-gpu/bin/python -m pip install --quiet "onnxruntime-gpu[cuda,cudnn]==${ORT_VERSION}" "nvidia-cublas~=13.0"
 SITE=$(.venv-gpu/bin/python -c 'import site; print(site.getsitepackages()[0])')
 export ORT_DYLIB_PATH="$SITE/onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}"
 [ -f "$ORT_DYLIB_PATH" ] || ORT_DYLIB_PATH=$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* | head -1)
