@@ -51,11 +51,10 @@ impl TorchBackend {
                     tch::Cuda::device_count()
                 )))
             }
-            Device::Cuda(n) => {
-                tracing::warn!(model = %path.display(), device = %options.device,
-                    cause = %format!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count()),
+            Device::Cuda(_) => {
+                let cause = format!("libtorch sees {} CUDA device(s)", tch::Cuda::device_count());
+                tracing::warn!(model = %path.display(), device = %options.device, %cause,
                     "CUDA is not usable; running on the CPU");
-                let _ = n;
                 Device::Cpu
             }
         };
