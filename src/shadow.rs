@@ -331,8 +331,16 @@ pub async fn mirror(
                 }
             }
             // Cumulative figures as gauges: off the request path, once per comparison.
-            let report = { summarise(&shadow.lock().cumulative) };
-            for (name, o) in &report.outputs {
+            // Only the per-output figures: not the latency quantiles and
+            // confusion matrices a whole report would build.
+            let outputs: Vec<(String, OutputReport)> = shadow
+                .lock()
+                .cumulative
+                .outputs
+                .iter()
+                .map(|(k, v)| (k.clone(), report_of(v)))
+                .collect();
+            for (name, o) in &outputs {
                 if let Some(a) = o.agreement {
                     metrics::gauge!(SHADOW_AGREEMENT, "model" => m.clone(), "output" => name.clone()).set(a);
                 }

@@ -30,6 +30,12 @@ async fn judged(server: &TestServer, version: &str) -> Value {
     panic!("version {version} never appeared in the index");
 }
 
+/// One held-out row, no version named: (status, answer).
+async fn infer_one(server: &TestServer) -> (u16, Value) {
+    let row = &Digits::load().features[..1];
+    server.post("/v2/models/digits/infer", &body(row)).await
+}
+
 fn body(rows: &[Vec<f32>]) -> Value {
     let data: Vec<f32> = rows.iter().flatten().copied().collect();
     json!({ "inputs": [{ "name": "input", "shape": [rows.len(), 64], "datatype": "FP32", "data": data }] })
@@ -135,12 +141,7 @@ async fn the_gate_refuses_a_random_version_while_the_serving_one_keeps_answering
     assert!(answered > 50, "only {answered} answers");
     assert_eq!((failures, wrong), (0, 0), "{answered} answered");
     // Still version 2, and the health report says a newer version failed.
-    let (status, v) = server
-        .post(
-            "/v2/models/digits/infer",
-            &body(&Digits::load().features[..1]),
-        )
-        .await;
+    let (status, v) = infer_one(&server).await;
     assert_eq!((status, v["model_version"].clone()), (200, json!("2")));
     let (_, health) = server.get("/v2/models/digits/health").await;
     assert_eq!(health["deployment"]["verdict"], "warn", "{health}");
@@ -277,12 +278,7 @@ async fn a_new_version_that_passes_the_gate_serves_at_once_and_rolls_back() {
     );
     server
         .wait_for("version 3 to serve", || async {
-            let (_, v) = server
-                .post(
-                    "/v2/models/digits/infer",
-                    &body(&Digits::load().features[..1]),
-                )
-                .await;
+            let (_, v) = infer_one(&server).await;
             v["model_version"] == "3"
         })
         .await;
@@ -292,12 +288,7 @@ async fn a_new_version_that_passes_the_gate_serves_at_once_and_rolls_back() {
     );
     let (status, v) = server.post("/v2/models/digits/rollback", &json!({})).await;
     assert_eq!((status, v["primary"].clone()), (200, json!("2")), "{v}");
-    let (_, v) = server
-        .post(
-            "/v2/models/digits/infer",
-            &body(&Digits::load().features[..1]),
-        )
-        .await;
+    let (_, v) = infer_one(&server).await;
     assert_eq!(v["model_version"], "2");
     server.stop().await;
 }
@@ -338,12 +329,7 @@ async fn control_endpoints_need_the_token_when_one_is_set() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // Inference and reads stay open.
-    let (status, v) = server
-        .post(
-            "/v2/models/digits/infer",
-            &body(&Digits::load().features[..1]),
-        )
-        .await;
+    let (status, v) = infer_one(&server).await;
     assert_eq!((status, v["model_version"].clone()), (200, json!("1")));
     // gRPC repository control reads the same token from the metadata.
     let mut grpc = server.grpc_client().await;
@@ -423,12 +409,7 @@ async fn shadow_first_promotes_a_candidate_that_agrees() {
     assert_eq!(versions[0], "1");
     server
         .wait_for("version 3 to be promoted", || async {
-            let (_, v) = server
-                .post(
-                    "/v2/models/digits/infer",
-                    &body(&Digits::load().features[..1]),
-                )
-                .await;
+            let (_, v) = infer_one(&server).await;
             v["model_version"] == "3"
         })
         .await;
@@ -466,12 +447,7 @@ async fn shadow_first_keeps_a_candidate_that_disagrees_and_says_why() {
         status.contains("agreement 0.9694 < min_agreement 0.99 on output"),
         "{report}"
     );
-    let (_, v) = server
-        .post(
-            "/v2/models/digits/infer",
-            &body(&Digits::load().features[..1]),
-        )
-        .await;
+    let (_, v) = infer_one(&server).await;
     assert_eq!(v["model_version"], "1", "still the primary");
     // The promote call overrides the criteria.
     let (status, v) = server.post("/v2/models/digits/promote", &json!({})).await;
@@ -503,12 +479,7 @@ async fn the_primary_and_the_rollback_target_stay_loaded_whatever_the_policy() {
     );
     server
         .wait_for("version 3 to serve", || async {
-            let (_, v) = server
-                .post(
-                    "/v2/models/digits/infer",
-                    &body(&Digits::load().features[..1]),
-                )
-                .await;
+            let (_, v) = infer_one(&server).await;
             v["model_version"] == "3"
         })
         .await;
@@ -529,12 +500,7 @@ async fn the_primary_and_the_rollback_target_stay_loaded_whatever_the_policy() {
         200
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (_, v) = server
-        .post(
-            "/v2/models/digits/infer",
-            &body(&Digits::load().features[..1]),
-        )
-        .await;
+    let (_, v) = infer_one(&server).await;
     assert_eq!(v["model_version"], "1");
     server.stop().await;
 }
