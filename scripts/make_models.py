@@ -26,6 +26,7 @@ Files written (paths relative to the repo root):
     models/README.md is hand-written and NOT generated
     tests/fixtures/digits_expected.json
     tests/models/types/1/model.onnx                             (identity, every dtype)
+    tests/models/types_typed/1/model.onnx                       (identity, every dtype but FP16)
 """
 
 from __future__ import annotations
@@ -389,14 +390,23 @@ TYPES = [
 
 
 def export_types():
-    nodes, inputs, outputs = [], [], []
-    for suffix, elem, _ in TYPES:
-        nodes.append(helper.make_node("Identity", [f"in_{suffix}"], [f"out_{suffix}"], name=f"Identity_{suffix}"))
-        inputs.append(helper.make_tensor_value_info(f"in_{suffix}", elem, ["batch", "n"]))
-        outputs.append(helper.make_tensor_value_info(f"out_{suffix}", elem, ["batch", "n"]))
-    graph = helper.make_graph(nodes, "types", inputs=inputs, outputs=outputs)
-    write_model("tests/models/types/1/model.onnx",
-                make_model(graph, "test-only: in_<t> -> Identity -> out_<t> for every KServe-V2 datatype"))
+    """`types` has every datatype; `types_typed` every one but FP16, which
+    gRPC can only carry in raw_input_contents: with it a request whose
+    tensors are all in typed `contents` fields can succeed."""
+    for name, skip, doc in [
+        ("types", None, "every KServe-V2 datatype"),
+        ("types_typed", "fp16", "every KServe-V2 datatype gRPC's typed contents carry (all but FP16)"),
+    ]:
+        nodes, inputs, outputs = [], [], []
+        for suffix, elem, _ in TYPES:
+            if suffix == skip:
+                continue
+            nodes.append(helper.make_node("Identity", [f"in_{suffix}"], [f"out_{suffix}"], name=f"Identity_{suffix}"))
+            inputs.append(helper.make_tensor_value_info(f"in_{suffix}", elem, ["batch", "n"]))
+            outputs.append(helper.make_tensor_value_info(f"out_{suffix}", elem, ["batch", "n"]))
+        graph = helper.make_graph(nodes, name, inputs=inputs, outputs=outputs)
+        write_model(f"tests/models/{name}/1/model.onnx",
+                    make_model(graph, f"test-only: in_<t> -> Identity -> out_<t> for {doc}"))
 
 
 def export_random_digits():
@@ -518,6 +528,12 @@ def check():
     (o,) = s.run(["out_fp16"], {**feeds, "in_fp16": np.ones((5, 1), np.float16)})
     assert o.shape == (5, 1)
     print(f"  tests/models/types/1/model.onnx: ok ({len(TYPES)} dtypes round-trip)")
+    s = session("tests/models/types_typed/1/model.onnx")
+    typed = [t for t in TYPES if t[0] != "fp16"]
+    assert [i.name for i in s.get_inputs()] == [f"in_{t[0]}" for t in typed]
+    outs = s.run([f"out_{t[0]}" for t in typed], {f"in_{t[0]}": feeds[f"in_{t[0]}"] for t in typed})
+    assert all(o.tolist() == feeds[f"in_{t[0]}"].tolist() for t, o in zip(typed, outs))
+    print(f"  tests/models/types_typed/1/model.onnx: ok ({len(typed)} dtypes round-trip)")
     print("--check: all ok")
 
 
@@ -528,12 +544,17 @@ def main(argv=None) -> int:
     ap.add_argument("--check-only", action="store_true", help="only run the ONNX Runtime self-check")
     ap.add_argument("--random-only", action="store_true",
                     help="only (re)write the test-only digits models (random weights, heavy)")
+    ap.add_argument("--types-only", action="store_true",
+                    help="only (re)write the test-only identity models (types, types_typed)")
     ap.add_argument("--baselines-only", action="store_true",
                     help="only (re)write the digits drift baselines (models/digits/*/baseline.json)")
     args = ap.parse_args(argv)
     np.random.seed(0)
     if args.baselines_only:
         write_baselines()
+        return 0
+    if args.types_only:
+        export_types()
         return 0
     if args.random_only:
         export_random_digits()

@@ -53,6 +53,9 @@ pub struct AppState {
     /// Bearer token the control endpoints (repository load/unload, promote,
     /// rollback) require; `None`: they are open.
     pub control_token: Option<String>,
+    /// `infergate_http_requests_in_flight`, resolved once: the HTTP adapter
+    /// moves it twice a request.
+    pub http_in_flight: metrics::Gauge,
 }
 
 impl AppState {
@@ -143,12 +146,17 @@ pub async fn run(
         ready: AtomicBool::new(false),
         max_request_bytes: config.max_request_bytes,
         control_token: config.control_token.clone(),
+        http_in_flight: metrics::gauge!(monitor::HTTP_INFLIGHT),
     });
 
     let (stop, stopped) = watch::channel(false);
     tracing::info!(
         http = %listeners.http.local_addr()?,
         grpc = %listeners.grpc.local_addr()?,
+        metrics = %match &listeners.metrics {
+            Some(l) => l.local_addr()?.to_string(),
+            None => "off".to_string(),
+        },
         repository = %config.model_repository.display(),
         "infergate listening"
     );

@@ -300,7 +300,8 @@ pub async fn mirror(
     let started = Instant::now();
     let result = core.infer_mirrored(request).await;
     let took = started.elapsed();
-    drop(ticket);
+    // The ticket (the in-flight count) is given back only once the outcome
+    // is recorded: with none in flight, every mirror taken is counted.
     let m = shadow.model.clone();
     match result {
         Ok(answer) => {
@@ -313,6 +314,7 @@ pub async fn mirror(
                     merge(t.outputs.entry(name.clone()).or_default(), d);
                 }
             });
+            drop(ticket);
             metrics::counter!(SHADOW_REQUESTS, "model" => m.clone(), "result" => "compared")
                 .increment(1);
             // A shadow-first candidate that met its criteria takes over.
@@ -352,6 +354,7 @@ pub async fn mirror(
         Err(e) => {
             tracing::debug!(model = %m, error = %e, "shadow request failed");
             shadow.record(|t| t.errors += 1);
+            drop(ticket);
             metrics::counter!(SHADOW_REQUESTS, "model" => m, "result" => "error").increment(1);
         }
     }

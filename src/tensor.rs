@@ -779,29 +779,73 @@ mod tests {
         assert_eq!(DataType::parse("FLOAT32"), None);
     }
 
+    /// Every datatype against its V2 raw encoding written out byte by byte
+    /// (little-endian; BOOL one byte; BYTES behind a u32 length), both ways.
     #[test]
-    fn raw_round_trip_every_type() {
-        let samples = vec![
-            TensorData::Bool(vec![true, false, true]),
-            TensorData::Uint8(vec![0, 7, 255]),
-            TensorData::Uint16(vec![1, 65535]),
-            TensorData::Uint32(vec![u32::MAX, 3]),
-            TensorData::Uint64(vec![u64::MAX]),
-            TensorData::Int8(vec![-128, 127]),
-            TensorData::Int16(vec![-2, 300]),
-            TensorData::Int32(vec![i32::MIN, 5]),
-            TensorData::Int64(vec![-1, i64::MAX]),
-            TensorData::Fp16(vec![f16::from_f32(1.5), f16::from_f32(-0.25)]),
-            TensorData::Fp32(vec![0.1, -3.5, f32::NAN]),
-            TensorData::Fp64(vec![1e300, -0.0]),
-            TensorData::Bytes(vec![b"abc".to_vec(), vec![], vec![0xff, 0]]),
+    fn raw_encoding_of_every_type_byte_by_byte() {
+        let cases: Vec<(TensorData, Vec<u8>)> = vec![
+            (TensorData::Bool(vec![true, false, true]), vec![1, 0, 1]),
+            (TensorData::Uint8(vec![0, 7, 255]), vec![0, 7, 255]),
+            (TensorData::Uint16(vec![1, 65535]), vec![1, 0, 0xff, 0xff]),
+            (
+                TensorData::Uint32(vec![u32::MAX, 3]),
+                vec![0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0],
+            ),
+            (
+                TensorData::Uint64(vec![0x0102_0304_0506_0708]),
+                vec![8, 7, 6, 5, 4, 3, 2, 1],
+            ),
+            (TensorData::Int8(vec![-128, 127]), vec![0x80, 0x7f]),
+            (
+                TensorData::Int16(vec![-2, 300]),
+                vec![0xfe, 0xff, 0x2c, 0x01],
+            ),
+            (
+                TensorData::Int32(vec![i32::MIN, 5]),
+                vec![0, 0, 0, 0x80, 5, 0, 0, 0],
+            ),
+            (
+                TensorData::Int64(vec![-1, i64::MAX]),
+                vec![
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                    0xff, 0xff, 0x7f,
+                ],
+            ),
+            // IEEE half: 1.5 = 0x3e00, -0.25 = 0xb400.
+            (
+                TensorData::Fp16(vec![f16::from_f32(1.5), f16::from_f32(-0.25)]),
+                vec![0x00, 0x3e, 0x00, 0xb4],
+            ),
+            // 1.0 = 0x3f800000, -3.5 = 0xc0600000, quiet NaN = 0x7fc00000.
+            (
+                TensorData::Fp32(vec![1.0, -3.5, f32::NAN]),
+                vec![0, 0, 0x80, 0x3f, 0, 0, 0x60, 0xc0, 0, 0, 0xc0, 0x7f],
+            ),
+            // 2.0 = 0x4000000000000000, -0.0 = 0x8000000000000000.
+            (
+                TensorData::Fp64(vec![2.0, -0.0]),
+                vec![0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x80],
+            ),
+            (
+                TensorData::Bytes(vec![b"abc".to_vec(), vec![], vec![0xff, 0]]),
+                vec![
+                    3, 0, 0, 0, b'a', b'b', b'c', 0, 0, 0, 0, 2, 0, 0, 0, 0xff, 0,
+                ],
+            ),
         ];
-        for data in samples {
-            let raw = data.to_raw();
-            assert_eq!(raw.len(), data.raw_len());
-            let back = TensorData::from_raw(data.datatype(), &raw, data.len()).unwrap();
-            // NaN != NaN, so compare the encodings.
-            assert_eq!(back.to_raw(), raw, "{:?}", data.datatype());
+        assert_eq!(cases.len(), 13, "every datatype");
+        for (data, raw) in cases {
+            let dt = data.datatype();
+            assert_eq!(data.to_raw(), raw, "{dt} encoded");
+            assert_eq!(data.raw_len(), raw.len(), "{dt} raw_len");
+            let back = TensorData::from_raw(dt, &raw, data.len()).unwrap();
+            // NaN != NaN: compare bit patterns through the same bytes.
+            match (&back, &data) {
+                (TensorData::Fp32(a), TensorData::Fp32(b)) => assert!(
+                    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+                ),
+                _ => assert_eq!(back, data, "{dt} decoded"),
+            }
         }
     }
 

@@ -101,14 +101,21 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The log line `infergate listening http=127.0.0.1:PORT ...` tells the port.
+    // The log line `infergate listening http=127.0.0.1:PORT ... metrics=...`
+    // tells the ports.
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut http = None;
+    let (mut http, mut metrics) = (None, None);
     let mut log = Vec::new();
+    let field = |line: &str, key: &str| {
+        line.split(key)
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().to_string())
+    };
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if let Some(rest) = line.split("http=").nth(1) {
-            http = Some(rest.split_whitespace().next().unwrap().to_string());
+        if line.contains("infergate listening") {
+            http = field(&line, " http=");
+            metrics = field(&line, " metrics=");
         }
         let ready = line.contains(" ready");
         log.push(line);
@@ -117,7 +124,17 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         }
     }
     let http = http.unwrap_or_else(|| panic!("no listening line in {log:?}"));
-    let log_rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let metrics = metrics.unwrap_or_else(|| panic!("no metrics address in {log:?}"));
+    // The rest of the log, as it comes.
+    let log_rest = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let log_rest = log_rest.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                log_rest.lock().unwrap().push(line);
+            }
+        })
+    };
 
     // Requests whose bodies are half sent when the signal comes: they
     // started before SIGTERM and can only finish after it.
@@ -147,14 +164,55 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             request.send().await.map(|r| r.status().as_u16())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server has all four: their headers read, their bodies awaited.
+    let in_flight = || async {
+        let text = client
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("infergate_http_requests_in_flight "))
+            .map(|v| v.trim().parse::<f64>().unwrap())
+    };
+    let mut seen = None;
+    for _ in 0..1000 {
+        seen = in_flight().await;
+        if seen == Some(4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, Some(4.0), "requests in flight before SIGTERM");
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shutdown has begun before the bodies complete.
+    for _ in 0..1000 {
+        if log_rest
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("shutting down"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        log_rest
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("shutting down")),
+        "no shutdown line after SIGTERM"
+    );
     for tx in senders {
         tx.send(Ok(second.to_vec())).await.unwrap();
     }
@@ -167,8 +225,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     }
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    let rest = log_rest.join().unwrap();
-    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+    reader.join().unwrap();
     // Stopped means stopped: nothing listens any more.
     assert!(client
         .get(format!("http://{http}/v2/health/live"))

@@ -183,92 +183,131 @@ async fn digits_typed_and_raw_match_offline_values() {
     s.stop().await;
 }
 
+/// Raw contents, all 13 datatypes: the bytes sent and the bytes expected
+/// back are written by hand (`raw_le`), not by the crate's encoder.
 #[tokio::test]
-async fn every_datatype_round_trips_raw_and_typed() {
-    use infergate::tensor::{DataType, TensorData};
+async fn every_datatype_round_trips_raw() {
     let s = TestServer::start(repo_with(&["types"]), None).await;
     let mut c = s.grpc_client().await;
-    let values: Vec<(&str, TensorData)> = vec![
-        ("bool", TensorData::Bool(vec![true, false])),
-        ("uint8", TensorData::Uint8(vec![0, 255])),
-        ("uint16", TensorData::Uint16(vec![1, 65535])),
-        ("uint32", TensorData::Uint32(vec![2, u32::MAX])),
-        ("uint64", TensorData::Uint64(vec![3, u64::MAX])),
-        ("int8", TensorData::Int8(vec![-128, 127])),
-        ("int16", TensorData::Int16(vec![i16::MIN, i16::MAX])),
-        ("int32", TensorData::Int32(vec![i32::MIN, i32::MAX])),
-        ("int64", TensorData::Int64(vec![i64::MIN, i64::MAX])),
-        (
-            "fp16",
-            TensorData::Fp16(vec![half::f16::from_f32(0.5), half::f16::MAX]),
-        ),
-        ("fp32", TensorData::Fp32(vec![0.1, f32::MAX])),
-        ("fp64", TensorData::Fp64(vec![-0.1, f64::MIN_POSITIVE])),
-        (
-            "bytes",
-            TensorData::Bytes(vec![b"".to_vec(), "ünïcode".as_bytes().to_vec()]),
-        ),
-    ];
-    // Raw: every type, FP16 included.
-    let inputs = values
+    let cases = type_cases();
+    let inputs = cases
         .iter()
-        .map(|(s, d)| input(&format!("in_{s}"), d.datatype().as_str(), vec![1, 2], None))
+        .map(|(s, dt, _)| input(&format!("in_{s}"), dt, vec![2, 2], None))
         .collect();
-    let raw = values.iter().map(|(_, d)| d.to_raw()).collect();
+    let raw = cases.iter().map(|(_, dt, v)| raw_le(dt, v)).collect();
     let r = c
         .model_infer(request("types", "", inputs, raw))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.raw_output_contents.len(), values.len());
+    assert_eq!(r.outputs.len(), cases.len());
+    assert_eq!(r.raw_output_contents.len(), cases.len());
+    let mut seen = Vec::new();
     for (out, bytes) in r.outputs.iter().zip(&r.raw_output_contents) {
         let suffix = out.name.strip_prefix("out_").unwrap();
-        let want = &values.iter().find(|(s, _)| *s == suffix).unwrap().1;
-        let dt = DataType::parse(&out.datatype).unwrap();
-        assert_eq!(
-            &TensorData::from_raw(dt, bytes, 2).unwrap(),
-            want,
-            "{suffix}"
-        );
+        let (_, dt, values) = cases.iter().find(|c| c.0 == suffix).unwrap();
+        assert_eq!(&out.datatype, dt, "{suffix}");
+        assert_eq!(out.shape, vec![2, 2], "{suffix}");
+        assert!(out.contents.is_none(), "{suffix}: raw in, raw out");
+        assert_eq!(&bytes[..], &raw_le(dt, values)[..], "{suffix}");
+        seen.push(suffix);
     }
+    seen.sort();
+    let mut all: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    all.sort();
+    assert_eq!(seen, all, "every output comes back, once");
+    s.stop().await;
+}
 
-    // Typed contents: all but FP16, which the protocol can only carry raw.
-    let typed = |d: &TensorData| {
-        let mut c = pb::InferTensorContents::default();
-        match d.clone() {
-            TensorData::Bool(v) => c.bool_contents = v,
-            TensorData::Uint8(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
-            TensorData::Uint16(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
-            TensorData::Uint32(v) => c.uint_contents = v,
-            TensorData::Uint64(v) => c.uint64_contents = v,
-            TensorData::Int8(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
-            TensorData::Int16(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
-            TensorData::Int32(v) => c.int_contents = v,
-            TensorData::Int64(v) => c.int64_contents = v,
-            TensorData::Fp32(v) => c.fp32_contents = v,
-            TensorData::Fp64(v) => c.fp64_contents = v,
-            TensorData::Bytes(v) => {
-                c.bytes_contents = v.into_iter().map(bytes::Bytes::from).collect()
-            }
-            TensorData::Fp16(_) => unreachable!(),
+/// The typed `contents` field the V2 spec assigns each datatype, filled by
+/// hand from the JSON values: BOOL bool_contents; UINT8/16/32 uint_contents;
+/// UINT64 uint64_contents; INT8/16/32 int_contents; INT64 int64_contents;
+/// FP32 fp32_contents; FP64 fp64_contents; BYTES bytes_contents.
+fn typed_by_hand(datatype: &str, values: &serde_json::Value) -> pb::InferTensorContents {
+    let v = values.as_array().unwrap();
+    let mut c = pb::InferTensorContents::default();
+    match datatype {
+        "BOOL" => c.bool_contents = v.iter().map(|x| x.as_bool().unwrap()).collect(),
+        "UINT8" | "UINT16" | "UINT32" => {
+            c.uint_contents = v.iter().map(|x| x.as_u64().unwrap() as u32).collect()
         }
-        Some(c)
-    };
-    let mut inputs: Vec<InferInputTensor> = values
+        "UINT64" => c.uint64_contents = v.iter().map(|x| x.as_u64().unwrap()).collect(),
+        "INT8" | "INT16" | "INT32" => {
+            c.int_contents = v.iter().map(|x| x.as_i64().unwrap() as i32).collect()
+        }
+        "INT64" => c.int64_contents = v.iter().map(|x| x.as_i64().unwrap()).collect(),
+        "FP32" => c.fp32_contents = v.iter().map(|x| x.as_f64().unwrap() as f32).collect(),
+        "FP64" => c.fp64_contents = v.iter().map(|x| x.as_f64().unwrap()).collect(),
+        "BYTES" => {
+            c.bytes_contents = v
+                .iter()
+                .map(|x| bytes::Bytes::copy_from_slice(x.as_str().unwrap().as_bytes()))
+                .collect()
+        }
+        other => panic!("{other} has no typed contents field"),
+    }
+    c
+}
+
+/// Typed contents, the 12 datatypes that have a field (`types_typed` has
+/// no FP16 input): each is read from its field, and the answer comes back
+/// in the same field with every other field empty.
+#[tokio::test]
+async fn every_typed_datatype_round_trips_in_its_contents_field() {
+    let s = TestServer::start(repo_with(&["types", "types_typed"]), None).await;
+    let mut c = s.grpc_client().await;
+    let cases: Vec<_> = type_cases()
+        .into_iter()
+        .filter(|(_, dt, _)| *dt != "FP16")
+        .collect();
+    assert_eq!(cases.len(), 12);
+    let inputs = cases
         .iter()
-        .filter(|(s, _)| *s != "fp16")
-        .map(|(s, d)| {
+        .map(|(s, dt, v)| {
             input(
                 &format!("in_{s}"),
-                d.datatype().as_str(),
-                vec![2, 1],
-                typed(d),
+                dt,
+                vec![2, 2],
+                Some(typed_by_hand(dt, v)),
             )
         })
         .collect();
-    inputs.push(input("in_fp16", "FP16", vec![2, 1], None));
+    let r = c
+        .model_infer(request("types_typed", "", inputs, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.raw_output_contents.is_empty(), "typed in, typed out");
+    assert_eq!(r.outputs.len(), cases.len());
+    for (suffix, dt, values) in &cases {
+        let out = r
+            .outputs
+            .iter()
+            .find(|o| o.name == format!("out_{suffix}"))
+            .unwrap_or_else(|| panic!("out_{suffix} missing"));
+        assert_eq!(&out.datatype, dt);
+        assert_eq!(out.shape, vec![2, 2], "{suffix}");
+        assert_eq!(
+            out.contents.as_ref(),
+            Some(&typed_by_hand(dt, values)),
+            "{suffix}"
+        );
+    }
+    // FP16 has no typed field: a typed FP16 input is refused by name.
+    let mut inputs: Vec<InferInputTensor> = cases
+        .iter()
+        .map(|(s, dt, v)| {
+            input(
+                &format!("in_{s}"),
+                dt,
+                vec![2, 2],
+                Some(typed_by_hand(dt, v)),
+            )
+        })
+        .collect();
+    inputs.push(input("in_fp16", "FP16", vec![2, 2], fp32(vec![0.5; 4])));
     let err = c
-        .model_infer(request("types", "", inputs.clone(), vec![]))
+        .model_infer(request("types", "", inputs, vec![]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

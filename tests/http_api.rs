@@ -245,24 +245,6 @@ async fn tiny_computes_two_x_plus_one() {
 }
 
 /// One value set per datatype of the `types` model, with extremes.
-fn type_cases() -> Vec<(&'static str, &'static str, Value)> {
-    vec![
-        ("bool", "BOOL", json!([true, false, true, true])),
-        ("uint8", "UINT8", json!([0, 1, 254, 255])),
-        ("uint16", "UINT16", json!([0, 1, 65534, 65535])),
-        ("uint32", "UINT32", json!([0, 1, 7, 4294967295u64])),
-        ("uint64", "UINT64", json!([0, 1, 7, u64::MAX])),
-        ("int8", "INT8", json!([-128, -1, 0, 127])),
-        ("int16", "INT16", json!([-32768, -1, 0, 32767])),
-        ("int32", "INT32", json!([i32::MIN, -1, 0, i32::MAX])),
-        ("int64", "INT64", json!([i64::MIN, -1, 0, i64::MAX])),
-        ("fp16", "FP16", json!([0.5, -2.0, 65504.0, 0.0])),
-        ("fp32", "FP32", json!([0.1, -3.5, 1e30, 0.0])),
-        ("fp64", "FP64", json!([0.1, -3.5, 1e300, 5e-324])),
-        ("bytes", "BYTES", json!(["", "héllo", "a b", "日本"])),
-    ]
-}
-
 #[tokio::test]
 async fn every_datatype_round_trips_in_json() {
     let s = server(&["types"]).await;
@@ -293,33 +275,39 @@ async fn every_datatype_round_trips_in_binary() {
     let s = server(&["types"]).await;
     let mut tail = Vec::new();
     let mut inputs = Vec::new();
-    let mut raws = Vec::new();
     for (suffix, dt, data) in type_cases() {
-        let datatype = infergate::tensor::DataType::parse(dt).unwrap();
-        let raw = infergate::tensor::TensorData::from_json(datatype, &data)
-            .unwrap()
-            .to_raw();
+        let raw = raw_le(dt, &data);
         inputs.push(
             json!({ "name": format!("in_{suffix}"), "shape": [4, 1], "datatype": dt,
                             "parameters": { "binary_data_size": raw.len() } }),
         );
         tail.extend_from_slice(&raw);
-        raws.push((suffix, raw));
     }
     let header = json!({ "inputs": inputs, "parameters": { "binary_data_output": true } });
     let r = post_binary(&s, "/v2/models/types/infer", &header, &tail).await;
     assert_eq!(r.status(), 200);
     let (head, body) = split_binary(r).await;
     let mut offset = 0;
+    let mut seen = Vec::new();
     for out in head["outputs"].as_array().unwrap() {
         let size = out["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
         let suffix = out["name"].as_str().unwrap().strip_prefix("out_").unwrap();
-        let want = &raws.iter().find(|(s, _)| *s == suffix).unwrap().1;
-        assert_eq!(&body[offset..offset + size], &want[..], "{suffix}");
+        let (_, dt, data) = type_cases().into_iter().find(|c| c.0 == suffix).unwrap();
+        assert_eq!(out["datatype"], dt, "{suffix}");
+        assert_eq!(
+            &body[offset..offset + size],
+            &raw_le(dt, &data)[..],
+            "{suffix}"
+        );
         assert_eq!(out["shape"], json!([4, 1]));
         offset += size;
+        seen.push(suffix.to_string());
     }
     assert_eq!(offset, body.len());
+    seen.sort();
+    let mut all: Vec<String> = type_cases().iter().map(|c| c.0.to_string()).collect();
+    all.sort();
+    assert_eq!(seen, all, "every output comes back, once");
     s.stop().await;
 }
 

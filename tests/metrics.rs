@@ -9,6 +9,17 @@ use common::*;
 use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::json;
 
+/// This process's user + system CPU time as the kernel counts it
+/// (/proc/self/stat fields 14 and 15, in USER_HZ = 100 ticks a second).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The command name (field 2) may hold spaces: count from its ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
 /// `/metrics` parsed by a Prometheus text-format parser; samples looked up
 /// by a selector written as Prometheus prints it: `name{k="v",...}`.
 struct Scraped(Scrape);
@@ -277,7 +288,22 @@ async fn requests_failures_and_durations_are_exported() {
         value(r#"infergate_model_training_accuracy{model="digits",version="2"}"#),
         accuracy
     );
-    assert!(value(r#"infergate_model_age_days{model="digits",version="2"}"#) >= 0.0);
+    // The age is counted from the version's trained_at (metadata.json),
+    // as of its load or the last poll: a few seconds ago at most.
+    let trained_at = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(root().join("models/digits/2/metadata.json")).unwrap(),
+    )
+    .unwrap()["trained_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trained = humantime::parse_rfc3339(&trained_at).unwrap();
+    let age_now = trained.elapsed().unwrap().as_secs_f64() / 86_400.0;
+    let age = value(r#"infergate_model_age_days{model="digits",version="2"}"#);
+    assert!(
+        age <= age_now && age_now - age < 60.0 / 86_400.0,
+        "age {age} days; trained_at {trained_at} is {age_now} days ago"
+    );
     assert!(
         value(r#"infergate_model_loaded_timestamp_seconds{model="digits",version="1"}"#) > 1.7e9
     );
@@ -287,9 +313,6 @@ async fn requests_failures_and_durations_are_exported() {
     );
     // The process itself.
     assert!(value("process_resident_memory_bytes") > 1e6);
-    // Whole seconds (metrics-process counts integers): present, maybe 0 yet.
-    assert!(value("process_cpu_seconds_total") >= 0.0);
-
     // Window summaries and drift scores: the gauges say what /stats says.
     let heldout: serde_json::Value = serde_json::from_slice(
         &std::fs::read(concat!(
@@ -330,9 +353,20 @@ async fn requests_failures_and_durations_are_exported() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(window["inputs"][0]["rows"], 200, "{window}");
-    // The clock publishes the gauges right after closing the window.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let scrape = Scraped::get(&client, metrics).await;
+    // The clock publishes the gauges right after closing the window: wait
+    // for them to show this window.
+    let qps_gauge = r#"infergate_window_requests_per_second{model="digits",version="2"}"#;
+    let mut scrape = Scraped::get(&client, metrics).await;
+    for _ in 0..1000 {
+        let (name, labels) = Scraped::selector(qps_gauge);
+        if let Some(Sample::Gauge(v)) = scrape.find(&name, &labels).map(|s| &s.value) {
+            if Some(*v) == window["qps"].as_f64() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        scrape = Scraped::get(&client, metrics).await;
+    }
     let value = |selector: &str| scrape.value(selector);
     let f = |v: &serde_json::Value| v.as_f64().unwrap();
     assert_eq!(
@@ -392,6 +426,39 @@ async fn requests_failures_and_durations_are_exported() {
         ),
         classes as f64 / 200.0
     );
+
+    // CPU: whole seconds (metrics-process counts integers), the figure the
+    // kernel keeps for this process (the server runs in it), and it grows
+    // when the process works.
+    let cpu = value("process_cpu_seconds_total");
+    let kernel = process_cpu_seconds();
+    assert!(
+        cpu <= kernel + 0.02 && kernel - cpu < 1.5,
+        "metric {cpu} s, kernel {kernel} s"
+    );
+    let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinner = {
+        let spin = spin.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while spin.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        })
+    };
+    let mut grown = cpu;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        grown = Scraped::get(&client, metrics)
+            .await
+            .value("process_cpu_seconds_total");
+        if grown >= cpu + 1.0 {
+            break;
+        }
+    }
+    spin.store(false, std::sync::atomic::Ordering::Relaxed);
+    spinner.join().unwrap();
+    assert!(grown >= cpu + 1.0, "{cpu} s then {grown} s after spinning");
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

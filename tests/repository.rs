@@ -220,8 +220,9 @@ async fn explicit_load_and_unload() {
     assert_eq!(s.get("/v2/models/tiny/ready").await.0, 503);
     let (status, r) = infer_version(&s, "tiny").await;
     assert_eq!(status, 503, "{r}");
-    // Polling does not bring an unloaded model back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Polling does not bring an unloaded model back: a whole poll runs,
+    // and tiny is still unloaded.
+    s.next_poll().await;
     assert_eq!(
         s.index_row("tiny", "1").await.unwrap()["state"],
         "UNAVAILABLE"
@@ -259,11 +260,20 @@ async fn explicit_load_and_unload() {
         .post("/v2/repository/index", &json!({ "ready": true }))
         .await;
     assert_eq!(status, 200);
-    assert!(idx
+    // Only tiny serves: the broken model is left out of the ready index.
+    let rows: Vec<(&str, &str, &str)> = idx
         .as_array()
         .unwrap()
         .iter()
-        .all(|r| r["state"] == "READY"));
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap(),
+                r["version"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, vec![("tiny", "1", "READY")]);
     s.stop().await;
 }
 
@@ -274,7 +284,18 @@ async fn explicit_mode_picks_up_new_versions_only_on_load() {
         &model_source("tiny").join("1"),
         &s.repo.path().join("tiny/2"),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // With no poller nothing reads the disk on its own; the positive
+    // signal that the server did look at the repository since: loading
+    // another model explicitly works, and tiny still has only version 1.
+    copy_dir(&model_source("tiny"), &s.repo.path().join("other"));
+    assert_eq!(
+        s.post("/v2/repository/models/other/load", &json!({}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(infer_version(&s, "other").await.1["model_version"], "1");
+    assert!(s.index_row("tiny", "2").await.is_none());
     assert_eq!(infer_version(&s, "tiny").await.1["model_version"], "1");
     assert_eq!(
         s.post("/v2/repository/models/tiny/load", &json!({}))
@@ -293,9 +314,21 @@ async fn nothing_outside_the_repository_is_loaded() {
     let repo = repo_with(&[]);
     std::os::unix::fs::symlink(outside.path().join("tiny"), repo.path().join("escape")).unwrap();
     let s = TestServer::start(repo, None).await;
-    let (status, _) = infer_version(&s, "escape").await;
-    assert_ne!(status, 200);
-    assert!(s.index().await.iter().all(|r| r["state"] != "READY"));
+    // Listed, never loaded: the symlink is refused as a model name.
+    let (status, r) = infer_version(&s, "escape").await;
+    assert_eq!(status, 503, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("no ready version"),
+        "{r}"
+    );
+    let index = s.index().await;
+    assert_eq!(index.len(), 1, "{index:?}");
+    assert_eq!(index[0]["name"], "escape");
+    assert_eq!(index[0]["state"], "UNAVAILABLE");
+    assert!(
+        index[0]["reason"].as_str().unwrap().contains("'escape'"),
+        "{index:?}"
+    );
     let (status, r) = s
         .post("/v2/repository/models/escape/load", &json!({}))
         .await;

@@ -30,6 +30,21 @@ fn outputs(v: &Value) -> (Vec<i64>, Vec<f64>) {
     (labels, probs)
 }
 
+/// Waits (up to 20 s) until no mirror is in flight: a mirror holds its
+/// in-flight slot until its outcome is recorded, so then every request
+/// that was mirrored is counted. The report.
+async fn settled(server: &TestServer) -> Value {
+    for _ in 0..1000 {
+        let (status, v) = server.get("/v2/models/digits/shadow").await;
+        assert_eq!(status, 200, "{v}");
+        if v["inflight"] == 0 {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("mirrors still in flight after 20 s");
+}
+
 async fn shadow_report(server: &TestServer, compared: u64) -> Value {
     for _ in 0..1000 {
         let (status, v) = server.get("/v2/models/digits/shadow").await;
@@ -120,16 +135,24 @@ async fn shadow_comparison_equals_running_both_versions() {
     assert!(c["latency_us"]["primary_p50"].as_f64().unwrap() > 0.0);
     assert!(c["latency_us"]["shadow_p99"].as_f64().unwrap() > 0.0);
 
-    // Requests naming a version are not mirrored.
-    server
+    // Requests naming a version are not mirrored: a mirror takes its slot
+    // before the primary answers, so once the answer is here a mirror
+    // would be in flight or counted; and a request without a version
+    // right after is mirrored (the shadow still samples).
+    let (status, _) = server
         .post(
             "/v2/models/digits/versions/2/infer",
             &body(&digits.features[..1]),
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, again) = server.get("/v2/models/digits/shadow").await;
-    assert_eq!(again["cumulative"]["compared"], 36);
+    assert_eq!(status, 200);
+    let again = settled(&server).await;
+    assert_eq!(again["cumulative"]["compared"], 36, "{again}");
+    server
+        .post("/v2/models/digits/infer", &body(&digits.features[..1]))
+        .await;
+    let again = settled(&server).await;
+    assert_eq!(again["cumulative"]["compared"], 37, "{again}");
 
     // Promote without a version: the shadow's version serves, the shadow stops.
     let (status, v) = server.post("/v2/models/digits/promote", &json!({})).await;
@@ -192,8 +215,7 @@ async fn a_shadow_version_is_loaded_for_the_purpose_and_overload_drops() {
     for t in tasks {
         assert!(t.await.unwrap().iter().all(|v| v == "2"));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, report) = server.get("/v2/models/digits/shadow").await;
+    let report = settled(&server).await;
     let (compared, dropped) = (
         report["cumulative"]["compared"].as_u64().unwrap(),
         report["dropped"].as_u64().unwrap(),
@@ -337,8 +359,8 @@ async fn a_shadow_can_start_from_config_toml() {
     // Half of 36 requests, evenly.
     let report = shadow_report(&server, 18).await;
     assert_eq!(report["sample_rate"], 0.5);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, report) = server.get("/v2/models/digits/shadow").await;
+    // And no more than half.
+    let report = settled(&server).await;
     assert_eq!(report["cumulative"]["compared"], 18);
     // Stopped through the API, it stays stopped across polls.
     assert_eq!(
@@ -351,7 +373,7 @@ async fn a_shadow_can_start_from_config_toml() {
             .status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.next_poll().await;
     assert_eq!(server.get("/v2/models/digits/shadow").await.0, 409);
     server.stop().await;
 }

@@ -366,6 +366,11 @@ async fn nan_inf_missing_and_failures_are_counted() {
     server.stop().await;
 }
 
+/// The server's clock closes windows and keeps the last N. One request a
+/// round (of round + 1 rows), sent only once the last window closed, so no
+/// round can straddle two windows however slow the machine; the window
+/// lengths themselves are checked exactly in `window`'s unit tests, on a
+/// clock the test drives.
 #[tokio::test]
 async fn windows_roll_and_only_the_last_n_are_kept() {
     let repo = repo_with(&["tiny"]);
@@ -375,23 +380,39 @@ async fn windows_roll_and_only_the_last_n_are_kept() {
     )
     .unwrap();
     let server = TestServer::start(repo, None).await;
-    let body = json!({ "inputs": [{ "name": "input", "shape": [1, 16], "datatype": "FP32", "data": vec![1.0; 16] }] });
-    for round in 0..4 {
-        for _ in 0..=round {
-            assert_eq!(server.post("/v2/models/tiny/infer", &body).await.0, 200);
-        }
-        // Past the window's end: the clock closes it.
-        tokio::time::sleep(Duration::from_millis(550)).await;
+    let distribution = || async {
+        let (_, stats) = server.get("/v2/models/tiny/versions/1/stats").await;
+        stats["model_stats"][0]["distribution"].clone()
+    };
+    for round in 0..4usize {
+        let rows = round + 1;
+        let body = json!({ "inputs": [{ "name": "input", "shape": [rows, 16], "datatype": "FP32", "data": vec![1.0; 16 * rows] }] });
+        assert_eq!(server.post("/v2/models/tiny/infer", &body).await.0, 200);
+        // The clock closes it once it is 300 ms old.
+        server
+            .wait_for(&format!("window {round} to close"), || async {
+                let d = distribution().await;
+                d["open_for_seconds"].is_null()
+                    && d["windows"]
+                        .as_array()
+                        .unwrap()
+                        .last()
+                        .map(|w| w["inputs"][0]["rows"].clone())
+                        == Some(json!(rows))
+            })
+            .await;
     }
-    let (_, stats) = server.get("/v2/models/tiny/versions/1/stats").await;
-    let d = &stats["model_stats"][0]["distribution"];
+    let d = distribution().await;
     assert_eq!(d["window_seconds"], 0.3);
     assert_eq!(d["windows_kept"], 2);
     let windows = d["windows"].as_array().unwrap();
     assert_eq!(windows.len(), 2, "{d}");
-    // The last two rounds: 3 then 4 requests, oldest first.
-    assert_eq!(windows[0]["requests"], 3);
-    assert_eq!(windows[1]["requests"], 4);
+    // The last two rounds, oldest first: one request each, of 3 then 4 rows.
+    assert_eq!(windows[0]["requests"], 1);
+    assert_eq!(windows[0]["inputs"][0]["rows"], 3);
+    assert_eq!(windows[1]["requests"], 1);
+    assert_eq!(windows[1]["inputs"][0]["rows"], 4);
+    assert!(windows[1]["duration_seconds"].as_f64().unwrap() >= 0.3);
     assert_eq!(
         windows[1]["inputs"][0]["features"]
             .as_array()

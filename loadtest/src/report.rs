@@ -26,6 +26,12 @@ pub(crate) struct Recorder {
     examples: BTreeMap<String, String>,
     seconds: Vec<(u64, u64, Histogram<u64>)>,
     last_done: Option<Instant>,
+    /// How late requests went out after they were due (open loop: the
+    /// generator's own lag; a generator that falls behind sends in bursts,
+    /// and its latencies and rate mean less).
+    send_lag: Histogram<u64>,
+    first_sent: Option<Instant>,
+    last_sent: Option<Instant>,
 }
 
 impl Recorder {
@@ -38,6 +44,9 @@ impl Recorder {
             examples: BTreeMap::new(),
             seconds: Vec::new(),
             last_done: None,
+            send_lag: histogram(),
+            first_sent: None,
+            last_sent: None,
         }
     }
 
@@ -47,6 +56,12 @@ impl Recorder {
             self.seconds.push((0, 0, histogram()));
         }
         self.last_done = Some(self.last_done.map_or(o.done, |d| d.max(o.done)));
+        if let Some(sent) = o.sent {
+            let lag = sent.saturating_duration_since(o.due).as_micros() as u64;
+            self.send_lag.saturating_record(lag);
+            self.first_sent = Some(self.first_sent.map_or(sent, |f| f.min(sent)));
+            self.last_sent = Some(self.last_sent.map_or(sent, |l| l.max(sent)));
+        }
         match &o.result {
             Ok(()) => {
                 let us = o.done.saturating_duration_since(o.due).as_micros().max(1) as u64;
@@ -82,6 +97,13 @@ impl Recorder {
                 0
             } else {
                 h.value_at_quantile(p)
+            }
+        };
+        let lag = |p: f64| {
+            if self.send_lag.is_empty() {
+                0
+            } else {
+                self.send_lag.value_at_quantile(p)
             }
         };
         let (mode, concurrency, rate) = match config.load {
@@ -132,9 +154,28 @@ impl Recorder {
                     },
                 })
                 .collect(),
+            send_lag_us: SendLag {
+                p50: lag(0.5),
+                p90: lag(0.9),
+                p99: lag(0.99),
+                max: self.send_lag.max(),
+            },
+            sent_span_seconds: match (self.first_sent, self.last_sent) {
+                (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+                _ => 0.0,
+            },
             histogram: self.all,
         }
     }
+}
+
+/// How late requests went out after they were due, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendLag {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -177,6 +218,11 @@ pub struct Report {
     pub qps: f64,
     /// Of successful requests, in microseconds.
     pub latency_us: Latency,
+    /// When each request actually went out against when it was due
+    /// (closed loop: always 0, a client sends when the last answer came).
+    pub send_lag_us: SendLag,
+    /// From the first request sent to the last.
+    pub sent_span_seconds: f64,
     pub timeline: Vec<Second>,
     #[serde(skip)]
     pub histogram: Histogram<u64>,
@@ -214,6 +260,15 @@ impl Report {
             ms(l.p999),
             ms(l.max),
         );
+        if self.mode == "open" {
+            let s = &self.send_lag_us;
+            out.push_str(&format!(
+                "\nsend lag   p50 {} p99 {} max {} (how late requests went out)\n",
+                ms(s.p50).trim_start(),
+                ms(s.p99).trim_start(),
+                ms(s.max).trim_start()
+            ));
+        }
         if !self.errors.is_empty() {
             out.push_str("\nerrors\n");
             for (kind, n) in &self.errors {

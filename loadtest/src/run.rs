@@ -69,9 +69,11 @@ pub struct Config {
     pub progress: bool,
 }
 
-/// One finished request: when it was due, when it ended, how it went.
+/// One finished request: when it was due, when it actually went out (none
+/// when the generator never sent it), when it ended, how it went.
 pub(crate) struct Outcome {
     pub due: Instant,
+    pub sent: Option<Instant>,
     pub done: Instant,
     pub result: Result<(), Failure>,
 }
@@ -155,6 +157,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                         let result = send(&client, w, &payload, timeout).await;
                         let _ = tx.send(Outcome {
                             due,
+                            sent: Some(due),
                             done: Instant::now(),
                             result,
                         });
@@ -181,9 +184,11 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                         let (client, payload, tx) = (client.clone(), payload.clone(), tx.clone());
                         let timeout = config.timeout;
                         tasks.spawn(async move {
+                            let sent = Instant::now();
                             let result = send(&client, i as usize, &payload, timeout).await;
                             let _ = tx.send(Outcome {
                                 due,
+                                sent: Some(sent),
                                 done: Instant::now(),
                                 result,
                             });
@@ -193,6 +198,7 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                     Err(_) => {
                         let _ = tx.send(Outcome {
                             due,
+                            sent: None,
                             done: Instant::now(),
                             result: Err(Failure {
                                 kind: "client_overloaded".into(),

@@ -53,7 +53,13 @@ pub async fn serve(
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                    async move {
+                        state.http_in_flight.increment(1.0);
+                        // Decremented however the handler ends (a client
+                        // that goes away drops this future mid-way).
+                        let _done = InFlight(&state.http_in_flight);
+                        Ok::<_, Infallible>(handle(&state, req).await)
+                    }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);
@@ -66,6 +72,15 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Takes one off the HTTP in-flight gauge when dropped.
+struct InFlight<'a>(&'a metrics::Gauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// The one place core errors become HTTP statuses.

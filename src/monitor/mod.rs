@@ -23,6 +23,7 @@ pub const QUEUE_DURATION: &str = "infergate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "infergate_compute_duration_seconds";
 pub const BATCH_SIZE: &str = "infergate_batch_size";
 pub const INFLIGHT: &str = "infergate_inflight_requests";
+pub const HTTP_INFLIGHT: &str = "infergate_http_requests_in_flight";
 pub const QUEUE_DEPTH: &str = "infergate_queue_depth";
 pub const MODEL_INFO: &str = "infergate_model_info";
 pub const MODEL_LOADED: &str = "infergate_model_loaded_timestamp_seconds";
@@ -116,6 +117,10 @@ fn describe() {
         "Rows per model run (dynamic batching merges requests)."
     );
     describe_gauge!(INFLIGHT, "Requests being answered now.");
+    describe_gauge!(
+        HTTP_INFLIGHT,
+        "HTTP requests whose headers were read and whose answer is not yet made (bodies still arriving included)."
+    );
     describe_gauge!(QUEUE_DEPTH, "Requests waiting for an inference thread.");
     describe_gauge!(
         MODEL_INFO,

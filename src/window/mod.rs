@@ -306,6 +306,24 @@ pub fn widen(data: &TensorData, range: std::ops::Range<usize>, out: &mut Vec<f64
     }
 }
 
+/// Where the windows' time comes from: the monotonic clock, or one that a
+/// test moves by hand (nanoseconds since its start), so that window
+/// lengths are checked exactly rather than against sleeps.
+#[derive(Clone)]
+pub enum Clock {
+    Monotonic(Instant),
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    fn elapsed(&self) -> Duration {
+        match self {
+            Clock::Monotonic(start) => start.elapsed(),
+            Clock::Manual(nanos) => Duration::from_nanos(nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// What one inference thread has recorded in the open window.
 #[derive(Clone)]
 struct Shard {
@@ -325,9 +343,10 @@ pub struct Windows {
     outputs: Vec<Plan>,
     shards: Vec<Mutex<Shard>>,
     empty: Shard,
-    /// Nanoseconds after `anchor` at which the open window opened; 0: none open.
+    /// Nanoseconds after the clock's start at which the open window
+    /// opened; 0: none open.
     opened: AtomicU64,
-    anchor: Instant,
+    clock: Clock,
     requests: AtomicU64,
     /// By `ErrorKind` (see `KINDS`).
     failures: [AtomicU64; 4],
@@ -412,13 +431,19 @@ impl Windows {
             config,
             drift,
             opened: AtomicU64::new(0),
-            anchor: Instant::now(),
+            clock: Clock::Monotonic(Instant::now()),
             requests: AtomicU64::new(0),
             failures: Default::default(),
             validation: Default::default(),
             latency: LatencyHistogram::default(),
             closed: Mutex::new(VecDeque::new()),
         })
+    }
+
+    /// The same windows on another clock (tests drive a manual one).
+    pub fn with_clock(mut self, clock: Clock) -> Windows {
+        self.clock = clock;
+        self
     }
 
     pub fn config(&self) -> &WindowConfig {
@@ -436,7 +461,7 @@ impl Windows {
     #[inline]
     fn open(&self) {
         if self.opened.load(Ordering::Relaxed) == 0 {
-            let now = (self.anchor.elapsed().as_nanos() as u64).max(1);
+            let now = (self.clock.elapsed().as_nanos() as u64).max(1);
             let _ = self
                 .opened
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
@@ -501,7 +526,7 @@ impl Windows {
         if opened == 0 {
             return None;
         }
-        let now = self.anchor.elapsed();
+        let now = self.clock.elapsed();
         let age = now.saturating_sub(Duration::from_nanos(opened));
         if age < self.config.length {
             return None;
@@ -664,7 +689,7 @@ impl Windows {
     pub fn open_for(&self) -> Option<Duration> {
         let opened = self.opened.load(Ordering::Relaxed);
         (opened != 0).then(|| {
-            self.anchor
+            self.clock
                 .elapsed()
                 .saturating_sub(Duration::from_nanos(opened))
         })
@@ -768,4 +793,70 @@ pub fn clock<S: WindowSource>(source: Weak<S>, every: Duration) -> std::io::Resu
             }
         })
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows of `length` on a clock the test moves; one FP32 [-1, 2] input.
+    fn windows(length: Duration, keep: usize) -> (Windows, Arc<AtomicU64>) {
+        let signature = Signature {
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                datatype: DataType::Fp32,
+                shape: vec![-1, 2],
+            }],
+            outputs: vec![],
+        };
+        let config = WindowConfig {
+            length,
+            keep,
+            max_features: 2,
+        };
+        let now = Arc::new(AtomicU64::new(0));
+        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()));
+        (w, now)
+    }
+
+    fn advance(now: &AtomicU64, by: Duration) {
+        now.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_window_closes_at_its_length_and_only_the_last_n_are_kept() {
+        let ms = Duration::from_millis;
+        let (w, now) = windows(ms(300), 2);
+        advance(&now, ms(5));
+        assert!(w.tick().is_none(), "nothing recorded, nothing open");
+        let row = Tensor {
+            name: "x".into(),
+            shape: vec![1, 2],
+            data: TensorData::Fp32(vec![1.0, 2.0]),
+        };
+        for round in 0..4u64 {
+            for _ in 0..=round {
+                w.record_inputs(0, std::slice::from_ref(&row));
+                w.record_request(Duration::from_micros(100), None);
+                advance(&now, ms(1));
+            }
+            // Opened by the round's first record, `round + 1` ms ago.
+            advance(&now, ms(299 - (round + 1)));
+            assert!(w.tick().is_none(), "round {round}: 299 ms is short of 300");
+            assert_eq!(w.open_for(), Some(ms(299)));
+            advance(&now, ms(1));
+            let closed = w.tick().expect("closes at 300 ms");
+            assert_eq!(closed.requests, round + 1);
+            assert_eq!(closed.inputs[0].rows, round + 1);
+            assert_eq!(closed.duration_seconds, 0.3);
+            // None open until the next record, however long the gap.
+            advance(&now, ms(1000));
+            assert!(w.tick().is_none() && w.open_for().is_none());
+        }
+        let kept = w.closed();
+        assert_eq!(kept.len(), 2, "keep = 2");
+        assert_eq!((kept[0].requests, kept[1].requests), (3, 4), "oldest first");
+    }
 }

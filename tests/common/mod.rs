@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infergate::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -45,11 +45,26 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A temporary repository holding copies of the named models.
+/// The one-row p99 budget of the digits deployment gate as shipped.
+pub const SHIPPED_P99_BUDGET: &str = "max_p99_ms = 50.0";
+/// The tests' copy: only a broken model misses it. The gate times a few
+/// hundred one-row runs at every load of digits, in tests that cargo runs
+/// side by side on two cores, and 50 ms can be missed by a slow moment far
+/// from the cause; the budget itself is tested with a deliberately slow
+/// model (tests/rollout.rs).
+pub const TEST_P99_BUDGET: &str = "max_p99_ms = 5000.0";
+
+/// A temporary repository holding copies of the named models (digits with
+/// the tests' gate budget, see `TEST_P99_BUDGET`).
 pub fn repo_with(models: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for m in models {
         copy_dir(&model_source(m), &dir.path().join(m));
+    }
+    let digits = dir.path().join("digits/config.toml");
+    if let Ok(config) = std::fs::read_to_string(&digits) {
+        assert!(config.contains(SHIPPED_P99_BUDGET), "{config}");
+        std::fs::write(&digits, config.replace(SHIPPED_P99_BUDGET, TEST_P99_BUDGET)).unwrap();
     }
     dir
 }
@@ -175,6 +190,34 @@ impl TestServer {
         panic!("timed out waiting for: {what}");
     }
 
+    /// Returns once a whole repository poll has run after this call began:
+    /// the positive signal to wait for before asserting that polling did
+    /// *not* change something. It drops a canary model (a version that
+    /// cannot load, so it costs no ONNX Runtime session) into the
+    /// repository and waits for the index to list it; the poll that lists
+    /// it read the folder after the call and reconciled every model in the
+    /// same pass. The canary is removed again (a later poll drops it).
+    pub async fn next_poll(&self) {
+        static CANARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "canary{}",
+            CANARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = self.repo.path().join(&name);
+        let staging = self.repo.path().join(format!(".{name}"));
+        std::fs::create_dir_all(staging.join("1")).unwrap();
+        std::fs::write(staging.join("1/model.onnx"), b"not a model").unwrap();
+        std::fs::rename(&staging, &dir).unwrap();
+        self.wait_for(&format!("a poll to list {name}"), || async {
+            self.index()
+                .await
+                .iter()
+                .any(|r| r["name"] == name.as_str())
+        })
+        .await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.handle.take().unwrap().await.unwrap().unwrap();
@@ -255,4 +298,58 @@ pub fn f32s(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
+}
+
+/// Four values of every V2 datatype, extremes included, as (name suffix,
+/// datatype, JSON values): the `types` models echo `in_<suffix>` as
+/// `out_<suffix>`.
+pub fn type_cases() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        ("bool", "BOOL", json!([true, false, true, true])),
+        ("uint8", "UINT8", json!([0, 1, 254, 255])),
+        ("uint16", "UINT16", json!([0, 1, 65534, 65535])),
+        ("uint32", "UINT32", json!([0, 1, 7, 4294967295u64])),
+        ("uint64", "UINT64", json!([0, 1, 7, u64::MAX])),
+        ("int8", "INT8", json!([-128, -1, 0, 127])),
+        ("int16", "INT16", json!([-32768, -1, 0, 32767])),
+        ("int32", "INT32", json!([i32::MIN, -1, 0, i32::MAX])),
+        ("int64", "INT64", json!([i64::MIN, -1, 0, i64::MAX])),
+        ("fp16", "FP16", json!([0.5, -2.0, 65504.0, 0.0])),
+        ("fp32", "FP32", json!([0.1, -3.5, 1e30, 0.0])),
+        ("fp64", "FP64", json!([0.1, -3.5, 1e300, 5e-324])),
+        ("bytes", "BYTES", json!(["", "héllo", "a b", "日本"])),
+    ]
+}
+
+/// The V2 raw (little-endian) encoding of `values`, written out here by
+/// hand with the standard library so that the tests' expectations do not
+/// come from the crate's own encoder: BOOL one byte each, integers and
+/// floats little-endian at their width, FP16 through `half`, BYTES each
+/// element behind a 4-byte little-endian length.
+pub fn raw_le(datatype: &str, values: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values.as_array().expect("a JSON array of values") {
+        let (i, u, f) = (v.as_i64(), v.as_u64(), v.as_f64());
+        match datatype {
+            "BOOL" => out.push(v.as_bool().unwrap() as u8),
+            "UINT8" => out.push(u8::try_from(u.unwrap()).unwrap()),
+            "UINT16" => out.extend(u16::try_from(u.unwrap()).unwrap().to_le_bytes()),
+            "UINT32" => out.extend(u32::try_from(u.unwrap()).unwrap().to_le_bytes()),
+            "UINT64" => out.extend(u.unwrap().to_le_bytes()),
+            "INT8" => out.extend(i8::try_from(i.unwrap()).unwrap().to_le_bytes()),
+            "INT16" => out.extend(i16::try_from(i.unwrap()).unwrap().to_le_bytes()),
+            "INT32" => out.extend(i32::try_from(i.unwrap()).unwrap().to_le_bytes()),
+            "INT64" => out.extend(i.unwrap().to_le_bytes()),
+            "FP16" => out.extend(half::f16::from_f64(f.unwrap()).to_le_bytes()),
+            "FP32" => out.extend((f.unwrap() as f32).to_le_bytes()),
+            "FP64" => out.extend(f.unwrap().to_le_bytes()),
+            "BYTES" => {
+                let s = v.as_str().unwrap().as_bytes();
+                out.extend((s.len() as u32).to_le_bytes());
+                out.extend(s);
+            }
+            other => panic!("no such datatype {other}"),
+        }
+    }
+    out
 }

@@ -2,7 +2,7 @@
 
 One infergate process serves the whole session, on free ports, from a
 temporary copy of the model repository (``models/`` plus the test-only
-``tests/models/types``), so tests can load and unload models without touching
+``tests/models/types`` and ``types_typed``), so tests can load and unload models without touching
 the real repository.
 
 Environment:
@@ -156,7 +156,15 @@ def server(tmp_path_factory) -> Server:
     root = tmp_path_factory.mktemp("infergate")
     repository = root / "repository"
     shutil.copytree(REPO_ROOT / "models", repository)
-    shutil.copytree(REPO_ROOT / "tests" / "models" / "types", repository / "types")
+    for name in ("types", "types_typed"):
+        shutil.copytree(REPO_ROOT / "tests" / "models" / name, repository / name)
+    # The digits gate times one-row runs at every load; on a shared 2-core
+    # machine its shipped 50 ms budget can be missed by a slow moment, so the
+    # tests' copy gets one only a broken model misses (as tests/common does).
+    digits_config = repository / "digits" / "config.toml"
+    text = digits_config.read_text()
+    assert "max_p99_ms = 50.0" in text, text
+    digits_config.write_text(text.replace("max_p99_ms = 50.0", "max_p99_ms = 5000.0"))
 
     # A port picked free may be taken before the server binds it; retry then.
     for attempt in range(3):

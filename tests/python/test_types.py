@@ -149,20 +149,71 @@ def test_missing_input_is_named(request, mode):
                         proto, "invalid", "'in_fp16'", "types")
 
 
-def test_grpc_fp16_typed_contents_refused(grpc_stub):
-    """FP16 has no typed contents field: the spec wants raw_input_contents."""
-    req = service_pb2.ModelInferRequest(model_name="types")
-    for suffix, a in _arrays(False).items():
+# The typed contents field the V2 spec gives each datatype (FP16 has none).
+TYPED_FIELD = {
+    "bool": "bool_contents",
+    "uint8": "uint_contents",
+    "uint16": "uint_contents",
+    "uint32": "uint_contents",
+    "uint64": "uint64_contents",
+    "int8": "int_contents",
+    "int16": "int_contents",
+    "int32": "int_contents",
+    "int64": "int64_contents",
+    "fp32": "fp32_contents",
+    "fp64": "fp64_contents",
+    "bytes": "bytes_contents",
+}
+
+
+def _typed_request(model: str, arrays: dict[str, np.ndarray]) -> service_pb2.ModelInferRequest:
+    req = service_pb2.ModelInferRequest(model_name=model)
+    for suffix, a in arrays.items():
         t = req.inputs.add(name=f"in_{suffix}", datatype=suffix.upper(), shape=list(a.shape))
-        flat = a.ravel().tolist()
+        # FP16 has no field of its own: put it in fp32_contents, the wrong one.
+        field = TYPED_FIELD.get(suffix, "fp32_contents")
+        getattr(t.contents, field).extend(a.ravel().tolist())
+    return req
+
+
+def test_grpc_typed_contents_every_field_in_and_out(grpc_stub):
+    """Every typed datatype sent in its own contents field (numpy values)
+    comes back in the same field, the others empty; nothing raw."""
+    arrays = {s: a for s, a in _arrays(False).items() if s != "fp16"}
+    resp = grpc_stub.ModelInfer(_typed_request("types_typed", arrays), timeout=30)
+    assert len(resp.raw_output_contents) == 0
+    outs = {o.name: o for o in resp.outputs}
+    assert sorted(outs) == sorted(f"out_{s}" for s in arrays)
+    for suffix, a in arrays.items():
+        out = outs[f"out_{suffix}"]
+        assert out.datatype == suffix.upper() and list(out.shape) == list(a.shape), suffix
+        field = TYPED_FIELD[suffix]
+        for other in set(TYPED_FIELD.values()) - {field}:
+            assert len(getattr(out.contents, other)) == 0, (suffix, other)
+        got = list(getattr(out.contents, field))
+        want = a.ravel().tolist()
         if suffix == "fp32":
-            t.contents.fp32_contents.extend(flat)
-        elif suffix == "fp16":
-            t.contents.fp32_contents.extend(flat)  # no FP16 field; this is the wrong one
-        # the rest stay empty: the server must stop at in_fp16 or before
-    with pytest.raises(Exception) as info:
-        grpc_stub.ModelInfer(req, timeout=30)
-    assert str(info.value.code()) == "StatusCode.INVALID_ARGUMENT"
+            # fp32_contents are float32 on the wire: compare bit patterns.
+            np.testing.assert_array_equal(np.array(got, np.float32).view(np.uint32),
+                                          a.ravel().view(np.uint32), err_msg=suffix)
+        else:
+            assert got == want, suffix
+
+
+def test_grpc_fp16_typed_contents_refused(grpc_stub):
+    """FP16 has no typed contents field: the spec wants raw_input_contents.
+    Every other input is valid, so the refusal can only be about FP16."""
+    import grpc
+
+    arrays = _arrays(False)
+    # The same request without FP16, to the model without it, is served.
+    ok = {s: a for s, a in arrays.items() if s != "fp16"}
+    assert len(grpc_stub.ModelInfer(_typed_request("types_typed", ok), timeout=30).outputs) == 12
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_stub.ModelInfer(_typed_request("types", arrays), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    message = info.value.details()
+    assert "'in_fp16'" in message and "FP16" in message and "raw_input_contents" in message, message
 
 
 # ------------------------------------------------------------ BYTES that ONNX cannot hold
