@@ -184,6 +184,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_queue_counts_what_it_holds() {
+        let t0 = Instant::now();
+        let mut s = State::default();
+        assert!(s.is_empty());
+        assert_eq!(s.len(), 0);
+        s.push(item(1, 1, 4, t0));
+        s.push(item(2, 1, 4, t0));
+        assert!(!s.is_empty());
+        assert_eq!(s.len(), 2);
+        let policy = Policy {
+            max_rows: 8,
+            preferred: vec![],
+            max_delay: Duration::ZERO,
+        };
+        assert!(matches!(s.next(t0, &policy), Decision::Run(v) if v.len() == 2));
+        assert!(s.is_empty());
+    }
+
     fn ids(d: Decision<Item>) -> Vec<u32> {
         match d {
             Decision::Run(items) => items.into_iter().map(|i| i.id).collect(),

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::repository::config::HealthConfig;
 use crate::repository::registry::{ModelEntry, ModelVersion, VersionState};
 use crate::window::{DriftReport, WindowReport};
 
@@ -114,10 +115,13 @@ fn rate(n: u64, of: u64) -> f64 {
 pub fn report(version: &ModelVersion, entry: &ModelEntry) -> HealthReport {
     let window = version.windows.as_ref().and_then(|w| w.closed().pop());
     let w = window.as_deref();
-    let pipeline = pipeline(version, w);
+    let stats_on = version.windows.is_some();
+    let h = &version.health;
+    let pipeline = pipeline(stats_on, h, w);
     let deployment = deployment(version, entry);
-    let input_data = input_data(version, w);
-    let staleness = staleness(version);
+    let input_data = input_data(stats_on, w);
+    let trained_at = version.properties.get("trained_at").map(String::as_str);
+    let staleness = staleness(trained_at, h.max_age_days, SystemTime::now());
     let verdict = [
         pipeline.verdict,
         deployment.verdict,
@@ -142,10 +146,10 @@ pub fn report(version: &ModelVersion, entry: &ModelEntry) -> HealthReport {
     }
 }
 
-fn pipeline(version: &ModelVersion, w: Option<&WindowReport>) -> Pipeline {
-    let h = &version.health;
-    let (verdict, reason, requests, failed, failures, validation) = match (&version.windows, w) {
-        (None, _) => (
+/// Question 1, from the last closed window (`stats_on`: windows are kept).
+fn pipeline(stats_on: bool, h: &HealthConfig, w: Option<&WindowReport>) -> Pipeline {
+    let (verdict, reason, requests, failed, failures, validation) = match (stats_on, w) {
+        (false, _) => (
             Verdict::Warn,
             "window statistics are off (--stats-window 0): error rates unknown".to_string(),
             0,
@@ -153,7 +157,7 @@ fn pipeline(version: &ModelVersion, w: Option<&WindowReport>) -> Pipeline {
             BTreeMap::new(),
             BTreeMap::new(),
         ),
-        (Some(_), None) => (
+        (true, None) => (
             Verdict::Ok,
             "no statistics window has closed yet".to_string(),
             0,
@@ -161,7 +165,7 @@ fn pipeline(version: &ModelVersion, w: Option<&WindowReport>) -> Pipeline {
             BTreeMap::new(),
             BTreeMap::new(),
         ),
-        (Some(_), Some(w)) => {
+        (true, Some(w)) => {
             let r = rate(w.failed, w.requests);
             let verdict = if r > h.error_rate_fail {
                 Verdict::Fail
@@ -224,37 +228,8 @@ fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
         })
         .collect();
     let newest_ready = entry.serving().map(|v| v.version);
-    let newer_failed: Vec<&String> = unavailable
-        .keys()
-        .filter(|v| v.parse::<u64>().is_ok_and(|v| v > version.version))
-        .collect();
-    let (verdict, reason) = if !newer_failed.is_empty() {
-        (
-            Verdict::Warn,
-            format!(
-                "version {} is on disk but failed to load; version {} serves instead",
-                newer_failed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                version.version
-            ),
-        )
-    } else if newest_ready != Some(version.version) {
-        (
-            Verdict::Ok,
-            format!(
-                "version {} is ready; requests without a version go to version {}",
-                version.version,
-                newest_ready.map_or("none".into(), |v| v.to_string())
-            ),
-        )
-    } else if version.sha256.is_empty() {
-        (Verdict::Warn, "the model file's sha256 is unknown".into())
-    } else {
-        (Verdict::Ok, format!("version {} serves", version.version))
-    };
+    let (verdict, reason) =
+        deployment_verdict(version.version, &version.sha256, &unavailable, newest_ready);
     Deployment {
         verdict,
         reason,
@@ -266,14 +241,55 @@ fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
     }
 }
 
-fn input_data(version: &ModelVersion, w: Option<&WindowReport>) -> InputData {
+/// Question 2 for `version`: warn when a newer version on disk failed to
+/// load, or the file's sha256 is unknown.
+fn deployment_verdict(
+    version: u64,
+    sha256: &str,
+    unavailable: &BTreeMap<String, String>,
+    newest_ready: Option<u64>,
+) -> (Verdict, String) {
+    let newer_failed: Vec<&String> = unavailable
+        .keys()
+        .filter(|v| v.parse::<u64>().is_ok_and(|v| v > version))
+        .collect();
+    if !newer_failed.is_empty() {
+        (
+            Verdict::Warn,
+            format!(
+                "version {} is on disk but failed to load; version {} serves instead",
+                newer_failed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                version
+            ),
+        )
+    } else if newest_ready != Some(version) {
+        (
+            Verdict::Ok,
+            format!(
+                "version {version} is ready; requests without a version go to version {}",
+                newest_ready.map_or("none".into(), |v| v.to_string())
+            ),
+        )
+    } else if sha256.is_empty() {
+        (Verdict::Warn, "the model file's sha256 is unknown".into())
+    } else {
+        (Verdict::Ok, format!("version {version} serves"))
+    }
+}
+
+/// Question 3, from the last closed window.
+fn input_data(stats_on: bool, w: Option<&WindowReport>) -> InputData {
     let Some(w) = w else {
-        let reason = if version.windows.is_none() {
+        let reason = if !stats_on {
             "window statistics are off (--stats-window 0): inputs are not summarised"
         } else {
             "no statistics window has closed yet"
         };
-        let verdict = if version.windows.is_none() {
+        let verdict = if !stats_on {
             Verdict::Warn
         } else {
             Verdict::Ok
@@ -358,15 +374,12 @@ fn drift_summary(d: &DriftReport) -> DriftSummary {
     }
 }
 
-fn staleness(version: &ModelVersion) -> Staleness {
-    let max = version.health.max_age_days;
-    let age = version
-        .properties
-        .get("trained_at")
+/// Question 4: days from `trained_at` to `now` against `max` days.
+fn staleness(trained_at: Option<&str>, max: f64, now: SystemTime) -> Staleness {
+    let age = trained_at
         .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
         .map(|t| {
-            SystemTime::now()
-                .duration_since(t)
+            now.duration_since(t)
                 .map_or(0.0, |d| d.as_secs_f64() / 86_400.0)
         });
     let (verdict, reason) = match age {
@@ -392,5 +405,238 @@ fn staleness(version: &ModelVersion) -> Staleness {
         reason,
         age_days: age,
         max_age_days: max,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::drift::FeatureDrift;
+    use crate::window::summary::Summary;
+    use crate::window::{Latency, TensorReport};
+
+    fn thresholds() -> HealthConfig {
+        HealthConfig {
+            max_age_days: 10.0,
+            error_rate_warn: 0.01,
+            error_rate_fail: 0.05,
+        }
+    }
+
+    /// A closed window of `requests`, `failed` of them failed, one input
+    /// with `count` elements of which `nan` NaN and `inf` infinite.
+    fn window(requests: u64, failed: u64) -> WindowReport {
+        WindowReport {
+            start: "2026-12-01T00:00:00.000Z".into(),
+            end: "2026-12-01T00:01:00.000Z".into(),
+            duration_seconds: 60.0,
+            requests,
+            failed,
+            failures: BTreeMap::from([("invalid_argument", failed)]),
+            validation_failures: BTreeMap::new(),
+            qps: requests as f64 / 60.0,
+            latency_us: Latency {
+                p50: None,
+                p90: None,
+                p99: None,
+            },
+            inputs: vec![TensorReport {
+                name: "input".into(),
+                rows: requests,
+                missing: Some(0),
+                summary: Summary {
+                    count: 1000,
+                    ..Summary::default()
+                },
+                features: vec![],
+                predicted_class: None,
+            }],
+            outputs: vec![],
+            drift: None,
+        }
+    }
+
+    fn drift(drifted: bool) -> DriftReport {
+        let f = |feature, psi| FeatureDrift {
+            input: "input".into(),
+            feature,
+            psi,
+            ks: psi / 2.0,
+        };
+        DriftReport {
+            rows: 500,
+            psi_max: Some(0.9),
+            ks_max: Some(0.45),
+            psi_threshold: 0.25,
+            ks_threshold: 0.2,
+            min_rows: 100,
+            drifted,
+            features: vec![f(0, 0.1), f(1, 0.9), f(2, 0.3), f(3, 0.5)],
+        }
+    }
+
+    #[test]
+    fn pipeline_verdicts_at_their_thresholds() {
+        let h = thresholds();
+        let off = pipeline(false, &h, Some(&window(100, 50)));
+        assert_eq!(off.verdict, Verdict::Warn);
+        assert!(off.reason.contains("off"), "{}", off.reason);
+        let none = pipeline(true, &h, None);
+        assert_eq!((none.verdict, none.requests), (Verdict::Ok, 0));
+        assert_eq!(none.error_rate, 0.0);
+        // Exactly at a threshold is not above it.
+        for (requests, failed, verdict, error_rate) in [
+            (1000, 0, Verdict::Ok, 0.0),
+            (1000, 10, Verdict::Ok, 0.01),
+            (1000, 11, Verdict::Warn, 0.011),
+            (1000, 50, Verdict::Warn, 0.05),
+            (1000, 51, Verdict::Fail, 0.051),
+            (0, 0, Verdict::Ok, 0.0),
+        ] {
+            let p = pipeline(true, &h, Some(&window(requests, failed)));
+            assert_eq!(p.verdict, verdict, "{failed} of {requests}: {}", p.reason);
+            assert_eq!(p.error_rate, error_rate, "{failed} of {requests}");
+            assert_eq!((p.requests, p.failed), (requests, failed));
+            assert_eq!(p.failures["invalid_argument"], failed);
+        }
+        let warn = pipeline(true, &h, Some(&window(1000, 20)));
+        assert_eq!(
+            warn.reason,
+            "20 of 1000 requests failed (2.0 %), above the warn threshold of 1.0 %"
+        );
+        let fail = pipeline(true, &h, Some(&window(1000, 60)));
+        assert!(
+            fail.reason.contains("fail threshold of 5.0 %"),
+            "{}",
+            fail.reason
+        );
+        let ok = pipeline(true, &h, Some(&window(1000, 3)));
+        assert_eq!(ok.reason, "3 of 1000 requests failed");
+    }
+
+    #[test]
+    fn deployment_warns_of_a_newer_failed_version_and_an_unknown_sha() {
+        let failed = |versions: &[&str]| -> BTreeMap<String, String> {
+            versions
+                .iter()
+                .map(|v| (v.to_string(), "cannot load".to_string()))
+                .collect()
+        };
+        let (v, reason) = deployment_verdict(2, "ab", &failed(&["3"]), Some(2));
+        assert_eq!(v, Verdict::Warn);
+        assert_eq!(
+            reason,
+            "version 3 is on disk but failed to load; version 2 serves instead"
+        );
+        // An older failed version is no news.
+        let (v, reason) = deployment_verdict(2, "ab", &failed(&["1"]), Some(2));
+        assert_eq!((v, reason.as_str()), (Verdict::Ok, "version 2 serves"));
+        // A version that is ready but not the default.
+        let (v, reason) = deployment_verdict(1, "ab", &failed(&[]), Some(2));
+        assert_eq!(v, Verdict::Ok);
+        assert!(
+            reason.ends_with("requests without a version go to version 2"),
+            "{reason}"
+        );
+        let (_, reason) = deployment_verdict(1, "ab", &failed(&[]), None);
+        assert!(reason.ends_with("go to version none"), "{reason}");
+        let (v, reason) = deployment_verdict(2, "", &failed(&[]), Some(2));
+        assert_eq!(v, Verdict::Warn);
+        assert!(reason.contains("sha256"), "{reason}");
+    }
+
+    #[test]
+    fn input_data_verdicts_and_rates() {
+        let off = input_data(false, None);
+        assert_eq!(off.verdict, Verdict::Warn);
+        assert!(off.reason.contains("off"));
+        assert_eq!(input_data(true, None).verdict, Verdict::Ok);
+
+        let clean = input_data(true, Some(&window(200, 0)));
+        assert_eq!(clean.verdict, Verdict::Ok, "{}", clean.reason);
+        assert_eq!(clean.reason, "no training baseline: drift not checked");
+        assert_eq!(
+            (clean.nan_rate, clean.inf_rate, clean.missing_rate),
+            (0.0, 0.0, 0.0)
+        );
+
+        // One infinite value alone is a problem (NaN + Inf, not NaN * Inf).
+        let mut w = window(200, 0);
+        w.inputs[0].summary.inf = 1;
+        let d = input_data(true, Some(&w));
+        assert_eq!(d.verdict, Verdict::Warn);
+        assert_eq!(d.inf_rate, 0.001);
+        assert!(d.reason.contains("0 NaN and 1 infinite"), "{}", d.reason);
+
+        let mut w = window(200, 0);
+        w.inputs[0].summary.nan = 4;
+        w.inputs[0].missing = Some(10);
+        w.validation_failures.insert("max", 20);
+        let d = input_data(true, Some(&w));
+        assert_eq!(d.verdict, Verdict::Warn);
+        assert_eq!(
+            (d.nan_rate, d.missing_rate, d.validation_failure_rate),
+            (0.004, 0.05, 0.1)
+        );
+        assert!(
+            d.reason.contains("10 requests lacked an input"),
+            "{}",
+            d.reason
+        );
+        assert!(d.reason.contains("20 requests refused"), "{}", d.reason);
+
+        // Drift: fail, naming the worst features by PSI.
+        let mut w = window(500, 0);
+        w.drift = Some(drift(true));
+        let d = input_data(true, Some(&w));
+        assert_eq!(d.verdict, Verdict::Fail);
+        let summary = d.drift.unwrap();
+        assert_eq!(
+            summary.worst_features,
+            vec!["input[1]", "input[3]", "input[2]"]
+        );
+        assert!(
+            d.reason.contains("worst: input[1], input[3], input[2]"),
+            "{}",
+            d.reason
+        );
+        // Scored but not drifted: ok, and the figures are given.
+        w.drift = Some(drift(false));
+        let d = input_data(true, Some(&w));
+        assert_eq!(d.verdict, Verdict::Ok);
+        assert!(d.reason.starts_with("no drift"), "{}", d.reason);
+        // Not drifted but with bad values: warn.
+        w.inputs[0].summary.nan = 1;
+        assert_eq!(input_data(true, Some(&w)).verdict, Verdict::Warn);
+    }
+
+    #[test]
+    fn staleness_against_max_age_days() {
+        let trained = "2026-01-01T00:00:00Z";
+        let t0 = humantime::parse_rfc3339(trained).unwrap();
+        let days = |d: f64| t0 + std::time::Duration::from_secs_f64(d * 86_400.0);
+        for (age, verdict) in [
+            (0.0, Verdict::Ok),
+            (8.0, Verdict::Ok),
+            (8.5, Verdict::Warn),
+            (10.0, Verdict::Warn),
+            (10.5, Verdict::Fail),
+        ] {
+            let s = staleness(Some(trained), 10.0, days(age));
+            assert_eq!(s.verdict, verdict, "{age} days: {}", s.reason);
+            assert_eq!(s.age_days, Some(age));
+        }
+        assert!(staleness(Some(trained), 10.0, days(10.5))
+            .reason
+            .contains("older than max_age_days 10"));
+        let unknown = staleness(None, 10.0, days(1.0));
+        assert_eq!((unknown.verdict, unknown.age_days), (Verdict::Warn, None));
+        // Trained "in the future" (clock skew): age 0, not an error.
+        let skew = staleness(
+            Some(trained),
+            10.0,
+            t0 - std::time::Duration::from_secs(86_400),
+        );
+        assert_eq!((skew.verdict, skew.age_days), (Verdict::Ok, Some(0.0)));
     }
 }

@@ -214,6 +214,13 @@ mod tests {
     }
 
     #[test]
+    fn a_schema_without_rules_is_empty() {
+        assert!(!schema("[schema.x]\nmax = 10\n").is_empty());
+        let sig = Signature::default();
+        assert!(Schema::compile(&BTreeMap::new(), &sig).unwrap().is_empty());
+    }
+
+    #[test]
     fn counting_accepts_non_finite_values() {
         let s = schema("[schema.x]\nmax = 10\n");
         assert!(s.check(&input(vec![f32::NAN, f32::INFINITY, 0.0])).is_ok());

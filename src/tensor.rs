@@ -918,6 +918,52 @@ mod tests {
     }
 
     #[test]
+    fn sizes_and_emptiness() {
+        // A zero dimension is a valid, empty shape; a negative one is not.
+        assert_eq!(element_count(&[0, 3]), Ok(0));
+        assert_eq!(element_count(&[2, 3]), Ok(6));
+        assert_eq!(element_count(&[]), Ok(1));
+        assert!(matches!(
+            element_count(&[2, -1]),
+            Err(TensorError::NegativeDim(_))
+        ));
+        assert!(TensorData::Fp32(vec![]).is_empty());
+        assert!(!TensorData::Bytes(vec![vec![]]).is_empty());
+        let raw = |n: usize| Elements::raw(DataType::Uint8, bytes::Bytes::from(vec![0u8; n]), n);
+        assert!(raw(0).unwrap().is_empty());
+        assert!(!raw(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_raw_part_of_another_datatype_is_not_merged() {
+        let fp32 = Elements::raw(DataType::Fp32, bytes::Bytes::from(vec![0u8; 4]), 1).unwrap();
+        let int32 = Elements::raw(DataType::Int32, bytes::Bytes::from(vec![0u8; 4]), 1).unwrap();
+        assert!(Elements::concat(&[&fp32, &int32]).is_none());
+        assert_eq!(
+            Elements::concat(&[&fp32, &fp32]),
+            Some(TensorData::Fp32(vec![0.0, 0.0]))
+        );
+    }
+
+    #[test]
+    fn long_values_in_messages_are_cut_at_a_character() {
+        assert_eq!(truncate("x".repeat(40)), "x".repeat(40));
+        assert_eq!(truncate("x".repeat(41)), format!("{}…", "x".repeat(40)));
+        // Byte 40 falls inside an 'é' (2 bytes): cut before it.
+        let s = format!("a{}", "é".repeat(25));
+        assert_eq!(truncate(s.clone()), format!("{}…", &s[..39]));
+    }
+
+    #[test]
+    fn bytes_framing_ends_with_an_empty_element() {
+        assert_eq!(
+            decode_bytes(&[1, 0, 0, 0, b'x', 0, 0, 0, 0], 2),
+            Ok(vec![b"x".to_vec(), vec![]])
+        );
+        assert!(decode_bytes(&[1, 0, 0, 0, b'x', 0, 0, 0], 2).is_err());
+    }
+
+    #[test]
     fn concat_then_split_gives_the_parts_back() {
         let a = TensorData::Int64(vec![1, 2, 3]);
         let b = TensorData::Int64(vec![4]);

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind};
+use crate::monitor::InflightGuard;
 use crate::repository::ModelVersion;
 use crate::AppState;
 
@@ -54,10 +55,7 @@ pub async fn serve(
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
                     async move {
-                        state.http_in_flight.increment(1.0);
-                        // Decremented however the handler ends (a client
-                        // that goes away drops this future mid-way).
-                        let _done = InFlight(&state.http_in_flight);
+                        let _in_flight = InflightGuard::enter(&state.http_in_flight);
                         Ok::<_, Infallible>(handle(&state, req).await)
                     }
                 });
@@ -72,15 +70,6 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// Takes one off the HTTP in-flight gauge when dropped.
-struct InFlight<'a>(&'a metrics::Gauge);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 /// The one place core errors become HTTP statuses.

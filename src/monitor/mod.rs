@@ -319,8 +319,7 @@ impl VersionMetrics {
 
     /// A request entered the core; the guard counts it out however it ends.
     pub fn start(&self) -> InflightGuard<'_> {
-        self.inflight.increment(1.0);
-        InflightGuard(&self.inflight)
+        InflightGuard::enter(&self.inflight)
     }
 
     /// A request was answered by a run: its rows, queue and run time.
@@ -455,6 +454,15 @@ pub fn publish_window(model: &str, version: u64, r: &crate::window::WindowReport
 }
 
 pub struct InflightGuard<'a>(&'a metrics::Gauge);
+
+impl<'a> InflightGuard<'a> {
+    /// Counts one in on an in-flight gauge; dropping the guard counts it
+    /// out, however the work ends (a future dropped mid-way included).
+    pub fn enter(gauge: &'a metrics::Gauge) -> InflightGuard<'a> {
+        gauge.increment(1.0);
+        InflightGuard(gauge)
+    }
+}
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {

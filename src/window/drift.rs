@@ -183,6 +183,85 @@ mod tests {
     }
 
     #[test]
+    fn ks_is_the_largest_gap_at_any_edge() {
+        let bins = FeatureBins::new(vec![1.0, 2.0], vec![0.25, 0.5, 0.25]);
+        // Everything in the first bin: the gap is 0.75 at the first edge
+        // and 0.25 at the second.
+        let (_, ks) = score(&bins, &[100, 0, 0]).unwrap();
+        assert!((ks - 0.75).abs() < 1e-12, "{ks}");
+        let (_, ks) = score(&bins, &[25, 25, 50]).unwrap();
+        assert!((ks - 0.25).abs() < 1e-12, "{ks}");
+    }
+
+    #[test]
+    fn evenly_spaced_edges_are_binned_by_arithmetic() {
+        let step = |edges: Vec<f64>| {
+            let n = edges.len();
+            FeatureBins::new(edges, vec![1.0 / (n + 1) as f64; n + 1]).step
+        };
+        assert_eq!(step(vec![0.0, 1.0, 2.0, 3.0]), Some(1.0));
+        assert_eq!(step(vec![2.0, 4.0]), Some(2.0));
+        assert!((step(vec![0.0, 0.1, 0.2, 0.3]).unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(step(vec![0.0, 1.0, 5.0, 6.0]), None, "uneven");
+        assert_eq!(step(vec![1.0]), None, "one edge");
+        assert_eq!(step(vec![]), None);
+    }
+
+    #[test]
+    fn a_baseline_file_is_checked_feature_by_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |features: &str| {
+            let path = dir.path().join("baseline.json");
+            std::fs::write(
+                &path,
+                format!(r#"{{"inputs": {{"x": {{"features": [{features}]}}}}}}"#),
+            )
+            .unwrap();
+            BaselineFile::read(&path)
+        };
+        let good = read(r#"{"edges": [0, 1, 2], "fractions": [0.1, 0.2, 0.3, 0.4]}"#).unwrap();
+        assert_eq!(good.inputs["x"].features[0].step, Some(1.0), "prepared");
+        for (features, why) in [
+            (
+                r#"{"edges": [0, 1], "fractions": [0.5, 0.5]}"#,
+                "one fraction per bin",
+            ),
+            (
+                r#"{"edges": [0, 1], "fractions": [0.2, 0.3, 0.3, 0.2]}"#,
+                "one fraction per bin",
+            ),
+            (
+                r#"{"edges": [1, 1], "fractions": [0.2, 0.6, 0.2]}"#,
+                "strictly increasing",
+            ),
+            (
+                r#"{"edges": [2, 1], "fractions": [0.2, 0.6, 0.2]}"#,
+                "strictly increasing",
+            ),
+            (
+                r#"{"edges": [0, 1], "fractions": [0.5, 0.6, -0.1]}"#,
+                "in [0, 1]",
+            ),
+            (
+                r#"{"edges": [0, 1], "fractions": [0.2, 0.2, 0.2]}"#,
+                "sum to 1",
+            ),
+            (
+                r#"{"edges": [0, 1], "fractions": [0.5, 0.5, 0.5]}"#,
+                "sum to 1",
+            ),
+        ] {
+            let err = read(features).unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("feature 0"),
+                "{features}: {err}"
+            );
+        }
+        // Fractions within 1e-6 of summing to 1 pass (rounding in the file).
+        assert!(read(r#"{"edges": [0], "fractions": [0.3333333, 0.6666666]}"#).is_ok());
+    }
+
+    #[test]
     fn values_fall_in_right_closed_bins() {
         // Evenly spaced edges (computed bins) and uneven ones (searched)
         // agree with the plain definition.

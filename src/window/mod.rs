@@ -825,6 +825,240 @@ mod tests {
         now.fetch_add(by.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    fn spec(name: &str, datatype: DataType, shape: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn fp32(name: &str, rows: i64, v: Vec<f32>) -> Tensor {
+        let width = v.len() as i64 / rows;
+        Tensor {
+            name: name.into(),
+            shape: vec![rows, width],
+            data: TensorData::Fp32(v),
+        }
+    }
+
+    #[test]
+    fn classes_of_each_kind_of_output() {
+        use DataType::*;
+        for (datatype, shape, want) in [
+            (Fp32, &[-1, 3][..], Classes::Argmax),
+            (Fp64, &[-1, 2], Classes::Argmax),
+            (Fp32, &[-1, 1], Classes::None),
+            (Fp32, &[-1], Classes::None),
+            (Fp32, &[-1, -1], Classes::None),
+            (Int64, &[-1], Classes::Label),
+            (Int64, &[-1, 1], Classes::Label),
+            (Uint8, &[-1], Classes::Label),
+            (Int64, &[-1, 3], Classes::None),
+            (Int64, &[-1, -1], Classes::None),
+            (Int32, &[-1, 1, 1], Classes::None),
+            (Bool, &[-1], Classes::None),
+            (Bytes, &[-1], Classes::None),
+        ] {
+            assert_eq!(
+                Classes::of(&spec("o", datatype, shape)),
+                want,
+                "{datatype} {shape:?}"
+            );
+        }
+        let nan = f64::NAN;
+        // Argmax: the first of equal maxima; NaN never wins.
+        assert_eq!(Classes::Argmax.of_row(&[nan, 1.0, 3.0, 3.0]), Some(2));
+        assert_eq!(Classes::Argmax.of_row(&[-5.0, -7.0]), Some(0));
+        assert_eq!(Classes::Argmax.of_row(&[nan, nan]), None);
+        assert_eq!(Classes::Label.of_row(&[4.0]), Some(4));
+        assert_eq!(Classes::Label.of_row(&[-2.0]), Some(-2));
+        assert_eq!(Classes::Label.of_row(&[nan]), None);
+        assert_eq!(Classes::None.of_row(&[1.0]), None);
+    }
+
+    /// Every figure of a closed window against what this test computes
+    /// from the rows it records, over two shards (their merge included).
+    #[test]
+    fn a_window_reports_what_was_recorded() {
+        let signature = Signature {
+            inputs: vec![spec("x", DataType::Fp32, &[-1, 4])],
+            outputs: vec![
+                spec("scores", DataType::Fp32, &[-1, 3]),
+                spec("label", DataType::Int64, &[-1]),
+            ],
+        };
+        let config = WindowConfig {
+            length: Duration::from_secs(1),
+            keep: 3,
+            max_features: 2,
+        };
+        let bins = || FeatureBins::new(vec![0.5, 1.5], vec![0.3, 0.4, 0.3]);
+        let baseline = BaselineFile {
+            inputs: BTreeMap::from([(
+                "x".to_string(),
+                drift::InputBaseline {
+                    features: vec![bins(), bins()],
+                },
+            )]),
+            rows: None,
+            source: None,
+        };
+        let drift_config = DriftConfig {
+            min_rows: 1,
+            ..DriftConfig::default()
+        };
+        let now = Arc::new(AtomicU64::new(1));
+        let w = Windows::new("m", 1, &signature, config, drift_config, Some(baseline), 2)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()));
+        assert!(w.has_baseline());
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        w.record_inputs(
+            0,
+            &[fp32("x", 2, vec![0.0, 1.0, 2.0, 3.0, 1.0, nan, 5.0, inf])],
+        );
+        w.record_outputs(
+            0,
+            &[
+                fp32("scores", 2, vec![0.1, 0.7, 0.2, nan, 0.3, 0.9]),
+                Tensor {
+                    name: "label".into(),
+                    shape: vec![2],
+                    data: TensorData::Int64(vec![1, 2]),
+                },
+            ],
+        );
+        w.record_inputs(1, &[fp32("x", 1, vec![2.0, 2.0, -1.0, 0.5])]);
+        w.record_outputs(
+            1,
+            &[
+                fp32("scores", 1, vec![0.5, 0.5, 0.1]),
+                Tensor {
+                    name: "label".into(),
+                    shape: vec![1],
+                    data: TensorData::Int64(vec![7]),
+                },
+            ],
+        );
+        for failure in [None, None, Some(ErrorKind::InvalidArgument)] {
+            w.record_request(Duration::from_micros(250), failure);
+        }
+        w.record_validation("max");
+        w.record_missing("x");
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        let r = w.tick().expect("a second has passed");
+
+        assert_eq!((r.requests, r.failed), (3, 1));
+        assert_eq!(r.failures, BTreeMap::from([("invalid_argument", 1)]));
+        assert_eq!(r.validation_failures, BTreeMap::from([("max", 1)]));
+        assert_eq!(r.qps, 3.0);
+        assert!(r
+            .latency_us
+            .p50
+            .is_some_and(|p| (200.0..=300.0).contains(&p)));
+
+        let x = &r.inputs[0];
+        assert_eq!((x.rows, x.missing), (3, Some(1)));
+        // The whole tensor: 12 elements, 10 finite.
+        let finite = [0.0, 1.0, 2.0, 3.0, 1.0, 5.0, 2.0, 2.0, -1.0, 0.5];
+        let mean = finite.iter().sum::<f64>() / 10.0;
+        let std = (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 10.0).sqrt();
+        let all = &x.summary;
+        assert_eq!((all.count, all.nan, all.inf), (12, 1, 1));
+        assert!((all.mean.unwrap() - mean).abs() < 1e-12, "{all:?}");
+        assert!((all.std.unwrap() - std).abs() < 1e-12, "{all:?}");
+        assert_eq!((all.min, all.max), (Some(-1.0), Some(5.0)));
+        // Per feature: the first max_features = 2 columns.
+        assert_eq!(x.features.len(), 2);
+        let f0 = &x.features[0];
+        assert_eq!(
+            (f0.count, f0.mean, f0.min, f0.max),
+            (3, Some(1.0), Some(0.0), Some(2.0))
+        );
+        let f1 = &x.features[1];
+        assert_eq!((f1.count, f1.nan, f1.mean), (3, 1, Some(1.5)));
+        // Drift: each feature's values counted in the baseline's bins
+        // (edges 0.5, 1.5): feature 0 holds 0, 1, 2; feature 1 holds 1, 2.
+        let d = r.drift.as_ref().unwrap();
+        assert_eq!(d.rows, 3);
+        for (feature, counts) in [(0, [1, 1, 1]), (1, [0, 1, 1])] {
+            let (psi, ks) = drift::score(&bins(), &counts).unwrap();
+            let got = d.features.iter().find(|f| f.feature == feature).unwrap();
+            assert_eq!((got.psi, got.ks), (psi, ks), "feature {feature}");
+        }
+        // Predicted classes: argmax of the scores (NaN skipped, first of a
+        // tie), and the labels as they are.
+        let classes = |name: &str| {
+            r.outputs
+                .iter()
+                .find(|o| o.name == name)
+                .unwrap()
+                .predicted_class
+                .clone()
+                .unwrap()
+        };
+        let map = |pairs: &[(&str, u64)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<BTreeMap<_, _>>()
+        };
+        assert_eq!(classes("scores"), map(&[("0", 1), ("1", 1), ("2", 1)]));
+        assert_eq!(classes("label"), map(&[("1", 1), ("2", 1), ("7", 1)]));
+        // The next window starts empty.
+        w.record_request(Duration::from_micros(1), None);
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        let next = w.tick().unwrap();
+        assert_eq!((next.requests, next.failed, next.inputs[0].rows), (1, 0, 0));
+        assert!(next.failures.is_empty() && next.validation_failures.is_empty());
+        assert_eq!(next.inputs[0].missing, Some(0));
+    }
+
+    /// A tensor whose every feature has its own summary: the whole-tensor
+    /// summary is their merge; and classes past the first MAX_CLASSES are
+    /// counted as "other", while known ones keep counting.
+    #[test]
+    fn whole_tensor_from_features_and_classes_beyond_the_limit() {
+        let signature = Signature {
+            inputs: vec![spec("x", DataType::Fp32, &[-1, 2])],
+            outputs: vec![spec("label", DataType::Int64, &[-1])],
+        };
+        let config = WindowConfig {
+            length: Duration::from_secs(1),
+            keep: 1,
+            max_features: 8,
+        };
+        let now = Arc::new(AtomicU64::new(1));
+        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()));
+        assert!(!w.has_baseline());
+        w.record_inputs(0, &[fp32("x", 3, vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0])]);
+        let labels: Vec<i64> = (0..MAX_CLASSES as i64 + 1).chain([5]).collect();
+        w.record_outputs(
+            0,
+            &[Tensor {
+                name: "label".into(),
+                shape: vec![labels.len() as i64],
+                data: TensorData::Int64(labels),
+            }],
+        );
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        let r = w.tick().unwrap();
+        let x = &r.inputs[0];
+        assert_eq!(x.features.len(), 2);
+        assert_eq!(x.summary.count, 6);
+        assert_eq!(x.summary.mean, Some(11.0));
+        assert_eq!((x.summary.min, x.summary.max), (Some(1.0), Some(30.0)));
+        let classes = r.outputs[0].predicted_class.as_ref().unwrap();
+        assert_eq!(classes.len(), MAX_CLASSES + 1, "1024 classes and other");
+        assert_eq!(classes["other"], 1);
+        assert_eq!(classes["5"], 2);
+        assert!(!classes.contains_key(&MAX_CLASSES.to_string()));
+        assert!(r.drift.is_none());
+    }
+
     #[test]
     fn a_window_closes_at_its_length_and_only_the_last_n_are_kept() {
         let ms = Duration::from_millis;

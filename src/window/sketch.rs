@@ -202,6 +202,45 @@ mod tests {
     }
 
     #[test]
+    fn a_store_grows_down_and_up_without_losing_counts() {
+        // Descending values grow the store below its offset again and
+        // again; then ascending ones grow it above its top.
+        let mut s = Sketch::default();
+        let mut values: Vec<f64> = (1..=400).rev().map(|i| i as f64 * 0.37).collect();
+        values.extend((1..=400).map(|i| 148.0 + i as f64 * 11.0));
+        for &v in &values {
+            s.add(v);
+        }
+        values.sort_by(f64::total_cmp);
+        assert_eq!(s.positive.total(), 800);
+        for q in [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0] {
+            let (got, want) = (s.quantile(q).unwrap(), exact(&values, q));
+            assert!((got - want).abs() <= 0.008 * want, "q{q}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn zeros_and_the_smallest_normal_value() {
+        let mut s = Sketch::default();
+        s.add(0.0);
+        s.add(5.0);
+        assert_eq!(s.quantile(0.0), Some(0.0));
+        let top = s.quantile(1.0).unwrap();
+        assert!(
+            (top - 5.0).abs() <= 0.04,
+            "{top}: the value above the zeros"
+        );
+        // The smallest normal double is a positive value, not a zero.
+        let mut s = Sketch::default();
+        s.add(f64::MIN_POSITIVE);
+        assert!(s.quantile(0.5).unwrap() > 0.0);
+        let mut s = Sketch::default();
+        s.add(-f64::MIN_POSITIVE);
+        assert!(s.quantile(0.5).unwrap() < 0.0);
+        assert_eq!(s.zero, 0);
+    }
+
+    #[test]
     fn a_huge_span_folds_the_smallest_values_and_stays_bounded() {
         let mut s = Sketch::default();
         for e in -300..300 {

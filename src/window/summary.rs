@@ -212,6 +212,60 @@ mod tests {
         (mean, var.sqrt())
     }
 
+    /// The four-lane slice path equals value-by-value recording: extremes
+    /// in every lane and in the remainder, and a run with a NaN in it.
+    #[test]
+    fn a_slice_is_recorded_as_its_values_are() {
+        let xs = [3.0, -7.0, 2.5, 9.0, 1.0, 4.0, -8.0, 2.0, 12.0, -9.5, 0.25];
+        let (mut one, mut slice) = (ValueAcc::default(), ValueAcc::default());
+        for &v in &xs {
+            one.add(v);
+        }
+        slice.add_moments_slice(&xs[..6]);
+        slice.add_moments_slice(&xs[6..]);
+        for &v in &xs {
+            slice.add_sketch(v);
+        }
+        let (a, b) = (one.summary(), slice.summary());
+        assert_eq!((b.count, b.min, b.max), (11, Some(-9.5), Some(12.0)));
+        assert!((a.mean.unwrap() - b.mean.unwrap()).abs() < 1e-12);
+        assert!((a.std.unwrap() - b.std.unwrap()).abs() < 1e-12);
+        assert_eq!((a.p5, a.median, a.p95), (b.p5, b.median, b.p95));
+        assert!(b.median.is_some(), "the sketch was fed");
+        // Each lane's extreme: the max in lane 1, the min in lane 2 of the
+        // second chunk, and a smaller one in the remainder.
+        for (xs, lo, hi) in [
+            (&[0.0, 5.0, 0.0, 0.0][..], 0.0, 5.0),
+            (&[0.0, 0.0, -4.0, 0.0, 1.0, 1.0, 1.0, 1.0][..], -4.0, 1.0),
+            (&[1.0, 1.0, 1.0, 1.0, -2.0, 7.0][..], -2.0, 7.0),
+        ] {
+            let mut acc = ValueAcc::default();
+            acc.add_moments_slice(xs);
+            let s = acc.summary();
+            assert_eq!((s.min, s.max), (Some(lo), Some(hi)), "{xs:?}");
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            assert!((s.mean.unwrap() - mean).abs() < 1e-12, "{xs:?}");
+        }
+        let mut nan = ValueAcc::default();
+        nan.add_moments_slice(&[1.0, f64::NAN, 3.0, f64::INFINITY, 5.0]);
+        let s = nan.summary();
+        assert_eq!((s.count, s.nan, s.inf, s.mean), (5, 1, 1, Some(3.0)));
+    }
+
+    #[test]
+    fn merging_adds_the_non_finite_counts() {
+        let (mut a, mut b) = (ValueAcc::default(), ValueAcc::default());
+        a.add(1.0);
+        a.add(f64::INFINITY);
+        b.add(2.0);
+        b.add(f64::NEG_INFINITY);
+        b.add(f64::INFINITY);
+        b.add(f64::NAN);
+        a.merge(&b);
+        let s = a.summary();
+        assert_eq!((s.count, s.inf, s.nan, s.mean), (6, 3, 1, Some(1.5)));
+    }
+
     #[test]
     fn moments_match_the_two_pass_formula_after_merging() {
         let values: Vec<f64> = (0..1000)
