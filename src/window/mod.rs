@@ -450,10 +450,6 @@ impl Windows {
         &self.config
     }
 
-    pub fn drift_config(&self) -> &DriftConfig {
-        &self.drift
-    }
-
     pub fn has_baseline(&self) -> bool {
         self.inputs.iter().any(|p| !p.baseline.is_empty())
     }
@@ -946,13 +942,18 @@ mod tests {
         }
         w.record_validation("max");
         w.record_missing("x");
-        now.fetch_add(1_000_000_000, Ordering::Relaxed);
-        let r = w.tick().expect("a second has passed");
+        // Closed by the first tick past its length: 2 s old here.
+        now.fetch_add(2_000_000_000, Ordering::Relaxed);
+        let r = w.tick().expect("two seconds have passed");
 
+        assert_eq!(w.model(), ("m", 1));
         assert_eq!((r.requests, r.failed), (3, 1));
         assert_eq!(r.failures, BTreeMap::from([("invalid_argument", 1)]));
         assert_eq!(r.validation_failures, BTreeMap::from([("max", 1)]));
-        assert_eq!(r.qps, 3.0);
+        assert_eq!((r.duration_seconds, r.qps), (2.0, 1.5));
+        let start = humantime::parse_rfc3339(&r.start).unwrap();
+        let end = humantime::parse_rfc3339(&r.end).unwrap();
+        assert_eq!(end.duration_since(start).unwrap(), Duration::from_secs(2));
         assert!(r
             .latency_us
             .p50
@@ -1013,6 +1014,94 @@ mod tests {
         assert_eq!((next.requests, next.failed, next.inputs[0].rows), (1, 0, 0));
         assert!(next.failures.is_empty() && next.validation_failures.is_empty());
         assert_eq!(next.inputs[0].missing, Some(0));
+    }
+
+    /// Drift is flagged when a score passes its threshold over at least
+    /// min_rows rows: PSI alone suffices (KS's threshold is out of reach
+    /// here), and too few rows never flag.
+    #[test]
+    fn drift_is_flagged_over_min_rows_by_either_score() {
+        let flagged = |min_rows: u64, psi_threshold: f64| {
+            let signature = Signature {
+                inputs: vec![spec("x", DataType::Fp32, &[-1, 1])],
+                outputs: vec![],
+            };
+            let baseline = BaselineFile {
+                inputs: BTreeMap::from([(
+                    "x".to_string(),
+                    drift::InputBaseline {
+                        features: vec![FeatureBins::new(vec![0.5], vec![0.5, 0.5])],
+                    },
+                )]),
+                rows: None,
+                source: None,
+            };
+            let config = WindowConfig {
+                length: Duration::from_secs(1),
+                keep: 1,
+                max_features: 1,
+            };
+            let drift = DriftConfig {
+                psi_threshold,
+                ks_threshold: 2.0,
+                min_rows,
+            };
+            let now = Arc::new(AtomicU64::new(1));
+            let w = Windows::new("m", 1, &signature, config, drift, Some(baseline), 1)
+                .unwrap()
+                .with_clock(Clock::Manual(now.clone()));
+            // Every row above the edge: PSI about 3.9, KS 0.5.
+            w.record_inputs(0, &[fp32("x", 4, vec![1.0; 4])]);
+            now.fetch_add(1_000_000_000, Ordering::Relaxed);
+            let d = w.tick().unwrap().drift.clone().unwrap();
+            assert!(d.psi_max.unwrap() > 3.0 && d.ks_max == Some(0.5), "{d:?}");
+            d.drifted
+        };
+        assert!(flagged(4, 0.25));
+        assert!(!flagged(5, 0.25), "4 rows < min_rows 5");
+        assert!(!flagged(4, 10.0), "neither score over its threshold");
+    }
+
+    /// Tensors the statistics skip: BYTES, and an empty batch.
+    #[test]
+    fn bytes_and_empty_tensors_add_no_rows() {
+        let signature = Signature {
+            inputs: vec![
+                spec("s", DataType::Bytes, &[-1]),
+                spec("x", DataType::Fp32, &[-1, 4]),
+            ],
+            outputs: vec![],
+        };
+        let config = WindowConfig {
+            length: Duration::from_secs(1),
+            keep: 1,
+            max_features: 4,
+        };
+        let now = Arc::new(AtomicU64::new(1));
+        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
+            .unwrap()
+            .with_clock(Clock::Manual(now.clone()));
+        w.record_inputs(
+            0,
+            &[
+                Tensor {
+                    name: "s".into(),
+                    shape: vec![2],
+                    data: TensorData::Bytes(vec![b"a".to_vec(), b"b".to_vec()]),
+                },
+                Tensor {
+                    name: "x".into(),
+                    shape: vec![0, 4],
+                    data: TensorData::Fp32(vec![]),
+                },
+            ],
+        );
+        w.record_request(Duration::from_micros(5), None);
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        let r = w.tick().unwrap();
+        assert_eq!((r.inputs[0].rows, r.inputs[0].summary.count), (0, 0));
+        assert_eq!((r.inputs[1].rows, r.inputs[1].summary.count), (0, 0));
+        assert!(r.inputs[1].features.iter().all(|f| f.count == 0));
     }
 
     /// A tensor whose every feature has its own summary: the whole-tensor
