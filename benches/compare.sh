@@ -30,34 +30,18 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
 cargo build --release --locked --workspace --bins --example ort_ceiling
 BIN=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
+source benches/lib.sh
 mkdir -p "$work/repo" "$work/runs" "$(dirname "$OUT")"
 cp -r models/tiny benches/models/mlp benches/models/cnn "$work/repo/"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 IG_HTTP=$(free_port); IG_GRPC=$(free_port); IG_METRICS=$(free_port)
 BARE_HTTP=$(free_port); BARE_GRPC=$(free_port)
 
-taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
-    --http-port "$IG_HTTP" --grpc-port "$IG_GRPC" --metrics-port "$IG_METRICS" >"$work/infergate.log" 2>&1 &
-pids+=($!)
-taskset -c "$SERVER_CPU" $BIN/bare-ceiling --http-port "$BARE_HTTP" --grpc-port "$BARE_GRPC" >"$work/bare.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 300); do
-    if curl -sf "http://127.0.0.1:$IG_HTTP/v2/health/ready" >/dev/null && curl -sf "http://127.0.0.1:$BARE_HTTP/v2/models/tiny" >/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$IG_HTTP/v2/health/ready" >/dev/null || { cat "$work/infergate.log"; exit 1; }
+start infergate taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
+    --http-port "$IG_HTTP" --grpc-port "$IG_GRPC" --metrics-port "$IG_METRICS"
+start bare taskset -c "$SERVER_CPU" $BIN/bare-ceiling --http-port "$BARE_HTTP" --grpc-port "$BARE_GRPC"
+wait_ready "http://127.0.0.1:$IG_HTTP/v2/health/ready" infergate
+wait_ready "http://127.0.0.1:$BARE_HTTP/v2/models/tiny" bare
 
 echo "== in-process ONNX Runtime (one thread, core $SERVER_CPU)" >&2
 for model in tiny mlp cnn; do

@@ -25,13 +25,7 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
 cargo build --release --locked --workspace --bins
 BIN=target/release
 
-work=$(mktemp -d)
-pid=""
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/lib.sh
 mkdir -p "$work/repo" "$work/runs"
 cp -r models/digits tests/models/digits_heavy "$work/repo/"
 if [ -n "${HEAVY:-}" ]; then
@@ -42,15 +36,10 @@ else
     SHADOW_NAME="digits v1"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 HTTP=$(free_port); GRPC=$(free_port)
-taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
-    --http-port "$HTTP" --grpc-port "$GRPC" --metrics-port "$(free_port)" >"$work/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$HTTP/v2/health/ready" >/dev/null && break
-    sleep 0.1
-done
+start server taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
+    --http-port "$HTTP" --grpc-port "$GRPC" --metrics-port "$(free_port)"
+wait_ready "http://127.0.0.1:$HTTP/v2/health/ready" server
 [ "$PROTOCOL" = grpc ] && port=$GRPC || port=$HTTP
 
 for round in $(seq 1 "$ROUNDS"); do

@@ -27,33 +27,20 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
 cargo build --release --locked --workspace --bins
 BIN=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/lib.sh
 mkdir -p "$work/repo" "$work/runs"
 cp -r models/digits benches/models/mlp benches/models/cnn "$work/repo/"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 declare -A HTTP GRPC
 for mode in on off; do
     HTTP[$mode]=$(free_port); GRPC[$mode]=$(free_port)
     [ "$mode" = on ] && window=1s || window=0s
-    taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
+    start "$mode" taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
         --http-port "${HTTP[$mode]}" --grpc-port "${GRPC[$mode]}" --metrics-port "$(free_port)" \
-        --stats-window "$window" >"$work/$mode.log" 2>&1 &
-    pids+=($!)
+        --stats-window "$window"
 done
 for mode in on off; do
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:${HTTP[$mode]}/v2/health/ready" >/dev/null && break
-        sleep 0.1
-    done
-    curl -sf "http://127.0.0.1:${HTTP[$mode]}/v2/health/ready" >/dev/null || { cat "$work/$mode.log"; exit 1; }
+    wait_ready "http://127.0.0.1:${HTTP[$mode]}/v2/health/ready" "$mode"
 done
 
 # Both servers are loaded at the same time, each by its own generator: they

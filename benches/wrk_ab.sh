@@ -14,31 +14,17 @@ CS=${CS:-1 8 64}; ROUNDS=${ROUNDS:-2}; DURATION=${DURATION:-4s}
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source benches/lib.sh
 mkdir -p "$work/repo"
 cp -r models/tiny "$work/repo/"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 declare -A port
 for name in A B; do
     port[$name]=$(free_port)
-    taskset -c 0 "${!name}" serve --model-repository "$work/repo" --poll-interval 0s \
-        --http-port "${port[$name]}" --grpc-port "$(free_port)" --metrics-port "$(free_port)" \
-        >"$work/$name.log" 2>&1 &
-    pids+=($!)
+    start "$name" taskset -c 0 "${!name}" serve --model-repository "$work/repo" --poll-interval 0s \
+        --http-port "${port[$name]}" --grpc-port "$(free_port)" --metrics-port "$(free_port)"
 done
 for name in A B; do
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:${port[$name]}/v2/health/ready" >/dev/null && break
-        sleep 0.1
-    done
-    curl -sf "http://127.0.0.1:${port[$name]}/v2/health/ready" >/dev/null || { cat "$work/$name.log"; exit 1; }
+    wait_ready "http://127.0.0.1:${port[$name]}/v2/health/ready" "$name"
 done
 cat >"$work/post.lua" <<'LUA'
 wrk.method = "POST"

@@ -261,19 +261,21 @@ async fn every_typed_datatype_round_trips_in_its_contents_field() {
         .filter(|(_, dt, _)| *dt != "FP16")
         .collect();
     assert_eq!(cases.len(), 12);
-    let inputs = cases
-        .iter()
-        .map(|(s, dt, v)| {
-            input(
-                &format!("in_{s}"),
-                dt,
-                vec![2, 2],
-                Some(typed_by_hand(dt, v)),
-            )
-        })
-        .collect();
+    let typed_inputs = || -> Vec<InferInputTensor> {
+        cases
+            .iter()
+            .map(|(s, dt, v)| {
+                input(
+                    &format!("in_{s}"),
+                    dt,
+                    vec![2, 2],
+                    Some(typed_by_hand(dt, v)),
+                )
+            })
+            .collect()
+    };
     let r = c
-        .model_infer(request("types_typed", "", inputs, vec![]))
+        .model_infer(request("types_typed", "", typed_inputs(), vec![]))
         .await
         .unwrap()
         .into_inner();
@@ -294,17 +296,7 @@ async fn every_typed_datatype_round_trips_in_its_contents_field() {
         );
     }
     // FP16 has no typed field: a typed FP16 input is refused by name.
-    let mut inputs: Vec<InferInputTensor> = cases
-        .iter()
-        .map(|(s, dt, v)| {
-            input(
-                &format!("in_{s}"),
-                dt,
-                vec![2, 2],
-                Some(typed_by_hand(dt, v)),
-            )
-        })
-        .collect();
+    let mut inputs = typed_inputs();
     inputs.push(input("in_fp16", "FP16", vec![2, 2], fp32(vec![0.5; 4])));
     let err = c
         .model_infer(request("types", "", inputs, vec![]))
