@@ -39,16 +39,8 @@ echo "gpu-check: ONNX Runtime (CUDA build) at $ORT_DYLIB_PATH"
 cargo build --release --locked --workspace --bins --example ort_ceiling
 BIN=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# $work, the server PIDs ended on exit, free_port.
+source benches/lib.sh
 declare -A HTTP
 for device in cuda:0 cpu; do
     repo="$work/repo-${device/:/}"
