@@ -159,7 +159,7 @@ fn in_process(c: &mut Criterion) {
         let core = Core::new(repository);
         for (model, width) in [("tiny", 16usize), ("digits", 64)] {
             let request = InferRequest {
-                transport: infergate::infer::Transport::Http,
+                transport: infergate::monitor::Transport::Http,
                 model: model.into(),
                 version: None,
                 id: None,

@@ -7,32 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::monitor::Transport;
 use crate::repository::{ModelVersion, Repository};
 use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
 use crate::worker::WorkerError;
-
-/// Which adapter a request came through: a metric label, nothing more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Http,
-    Grpc,
-    /// A mirrored request to a shadow model (see `shadow.rs`).
-    Shadow,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Http => "http",
-            Transport::Grpc => "grpc",
-            Transport::Shadow => "shadow",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// A decoded inference request, whatever protocol it came in on.
 #[derive(Debug, Clone)]

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::backend::Signature;
-use crate::infer::{Core, InferRequest, Transport};
+use crate::infer::{Core, InferRequest};
+use crate::monitor::Transport;
 use crate::tensor::{InputTensor, Tensor};
 use crate::window::latency;
 use crate::window::{widen, Classes};

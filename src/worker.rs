@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Backend, BackendError};
 use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
+use crate::monitor::stats::VersionStats;
 use crate::monitor::WorkerMetrics;
-use crate::repository::registry::VersionStats;
 use crate::tensor::{Elements, InputTensor, Tensor};
 use crate::window::Windows;
 

@@ -218,7 +218,7 @@ impl GrpcInferenceService for Service {
             .core
             .statistics_scope(Some(&req.name), Some(&req.version))
             .map_err(|e| status_of(&e))?;
-        let d = |s: &crate::repository::registry::DurationStat| {
+        let d = |s: &crate::monitor::stats::DurationStat| {
             let (count, ns) = s.get();
             Some(pb::StatisticDuration { count, ns })
         };
@@ -343,7 +343,7 @@ fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
     let version = (!req.model_version.is_empty()).then_some(req.model_version);
     let id = (!req.id.is_empty()).then_some(req.id);
     Ok(InferRequest {
-        transport: crate::infer::Transport::Grpc,
+        transport: crate::monitor::Transport::Grpc,
         model: req.model_name,
         version,
         id,

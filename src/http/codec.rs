@@ -148,7 +148,7 @@ pub fn decode_request(
         .collect();
     Ok(DecodedRequest {
         request: InferRequest {
-            transport: crate::infer::Transport::Http,
+            transport: crate::monitor::Transport::Http,
             model: model.to_string(),
             version: version.map(str::to_string),
             id: parsed.id,

@@ -582,7 +582,7 @@ fn model_statistics(
 
 fn version_statistics(m: &ModelVersion) -> Value {
     let s = &m.stats;
-    let d = |stat: &crate::repository::registry::DurationStat| {
+    let d = |stat: &crate::monitor::stats::DurationStat| {
         let (count, ns) = stat.get();
         json!({ "count": count, "ns": ns })
     };

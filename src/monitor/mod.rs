@@ -1,6 +1,8 @@
 //! Prometheus metrics: the recorder, the names, and the `/metrics` endpoint
 //! on its own port. The full set (windows, drift, model facts) grows here.
 
+pub mod stats;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -10,9 +12,31 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::infer::Transport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Which adapter a request came through: a metric label, nothing more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Http,
+    Grpc,
+    /// A mirrored request to a shadow model (see `shadow.rs`).
+    Shadow,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+            Transport::Shadow => "shadow",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 pub const REQUESTS: &str = "infergate_requests_total";
 pub const INFERENCES: &str = "infergate_inferences_total";

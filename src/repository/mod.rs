@@ -20,11 +20,10 @@ use tokio::sync::Mutex;
 
 use crate::backend::{self, LoadOptions};
 use crate::error::Error;
+use crate::monitor::stats::VersionStats;
 use crate::worker::Worker;
 use config::{ModelConfig, VersionPolicy};
-pub use registry::{
-    ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState, VersionStats,
-};
+pub use registry::{ModelEntry, ModelTable, ModelVersion, Registry, VersionSlot, VersionState};
 
 impl crate::window::WindowSource for Repository {
     fn windows(&self) -> Vec<Arc<crate::window::Windows>> {
