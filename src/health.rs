@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::repository::config::HealthConfig;
+use crate::monitor::HealthConfig;
 use crate::repository::registry::{ModelEntry, ModelVersion, VersionState};
 use crate::window::{DriftReport, WindowReport};
 

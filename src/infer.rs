@@ -4,11 +4,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::monitor::Transport;
 use crate::repository::{ModelVersion, Repository};
+use crate::shadow::{Target, Ticket};
 use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
 use crate::worker::WorkerError;
 
@@ -132,12 +133,12 @@ impl Core {
             .resolve_with_shadow(&request.model, request.version.as_deref())?;
         // Mirrored only when sampled: then the inputs are cloned for the
         // shadow, the one copy it needs.
-        let mirror = shadow
+        let mirrored = shadow
             .and_then(|s| s.ticket())
             .map(|ticket| (ticket, request.inputs.clone()));
         let (result, took) = self.serve(&model, request).await;
-        if let (Some((ticket, inputs)), Ok(answer)) = (mirror, &result) {
-            tokio::spawn(crate::shadow::mirror(
+        if let (Some((ticket, inputs)), Ok(answer)) = (mirrored, &result) {
+            tokio::spawn(mirror(
                 ticket,
                 Core::new(self.repository.clone()),
                 model.clone(),
@@ -340,4 +341,59 @@ fn validate(model: &ModelVersion, request: &InferRequest) -> Result<u64, Error> 
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(1)
         .max(0) as u64)
+}
+
+/// Mirrors one answered request to the shadow target, and promotes a
+/// `shadow-first` candidate once its comparisons meet the criteria. Runs
+/// in its own task, after the primary has answered.
+async fn mirror(
+    ticket: Ticket,
+    core: Core,
+    primary: Arc<ModelVersion>,
+    inputs: Vec<InputTensor>,
+    primary_outputs: Vec<Tensor>,
+    primary_took: Duration,
+) {
+    let shadow = ticket.shadow().clone();
+    let (model, version) = match &shadow.spec.target {
+        Target::Version(v) => (primary.model.clone(), Some(v.to_string())),
+        Target::Model(m) => {
+            // Name the version, so that the other model's own shadow (if
+            // any) is not triggered by this request.
+            let serving = core.resolve(m, None).map(|v| v.version.to_string());
+            (m.clone(), serving.ok())
+        }
+    };
+    let request = InferRequest {
+        transport: Transport::Shadow,
+        model,
+        version,
+        id: None,
+        inputs,
+        outputs: primary_outputs.iter().map(|t| t.name.clone()).collect(),
+    };
+    let started = Instant::now();
+    let result = core.infer_mirrored(request).await;
+    let took = started.elapsed();
+    let outcome = result.map(|a| a.outputs).map_err(|e| e.to_string());
+    let promote = shadow.settle(
+        ticket,
+        &primary.signature,
+        &primary_outputs,
+        primary_took,
+        outcome,
+        took,
+    );
+    if let Some(v) = promote {
+        let m = &shadow.model;
+        match core.repository.promote(m, Some(v)).await {
+            Ok(_) => {
+                tracing::info!(model = %m, version = v, "shadow-first candidate met its criteria: promoted")
+            }
+            Err(e) => {
+                tracing::warn!(model = %m, version = v, error = %e, "automatic promotion failed");
+                shadow.promotion_failed();
+            }
+        }
+    }
 }

@@ -17,9 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::backend::Signature;
-use crate::infer::{Core, InferRequest};
-use crate::monitor::Transport;
-use crate::tensor::{InputTensor, Tensor};
+use crate::tensor::Tensor;
 use crate::window::latency;
 use crate::window::{widen, Classes};
 
@@ -270,94 +268,83 @@ impl Shadow {
     }
 }
 
-/// Mirrors one answered request to the shadow target and tallies the
-/// differences. Runs in its own task, after the primary has answered.
-pub async fn mirror(
-    ticket: Ticket,
-    core: Core,
-    primary: Arc<crate::repository::ModelVersion>,
-    inputs: Vec<InputTensor>,
-    primary_outputs: Vec<Tensor>,
-    primary_took: Duration,
-) {
-    let shadow = ticket.0.clone();
-    let (model, version) = match &shadow.spec.target {
-        Target::Version(v) => (primary.model.clone(), Some(v.to_string())),
-        Target::Model(m) => {
-            // Name the version, so that the other model's own shadow (if
-            // any) is not triggered by this request.
-            let serving = core.resolve(m, None).map(|v| v.version.to_string());
-            (m.clone(), serving.ok())
-        }
-    };
-    let request = InferRequest {
-        transport: Transport::Shadow,
-        model,
-        version,
-        id: None,
-        inputs,
-        outputs: primary_outputs.iter().map(|t| t.name.clone()).collect(),
-    };
-    let started = Instant::now();
-    let result = core.infer_mirrored(request).await;
-    let took = started.elapsed();
-    // The ticket (the in-flight count) is given back only once the outcome
-    // is recorded: with none in flight, every mirror taken is counted.
-    let m = shadow.model.clone();
-    match result {
-        Ok(answer) => {
-            let diffs = compare(&primary.signature, &primary_outputs, &answer.outputs);
-            shadow.record(|t| {
-                t.compared += 1;
-                t.primary_latency[latency::bucket(primary_took.as_secs_f64() * 1e6)] += 1;
-                t.shadow_latency[latency::bucket(took.as_secs_f64() * 1e6)] += 1;
-                for (name, d) in &diffs {
-                    merge(t.outputs.entry(name.clone()).or_default(), d);
-                }
-            });
-            drop(ticket);
-            metrics::counter!(SHADOW_REQUESTS, "model" => m.clone(), "result" => "compared")
-                .increment(1);
-            // A shadow-first candidate that met its criteria takes over.
-            let met = matches!(shadow.verdict(&shadow.lock().cumulative), Some(Ok(())));
-            if met && !shadow.promoting.swap(true, Ordering::AcqRel) {
-                if let Target::Version(v) = shadow.spec.target {
-                    match core.repository.promote(&m, Some(v)).await {
-                        Ok(_) => {
-                            tracing::info!(model = %m, version = v, "shadow-first candidate met its criteria: promoted")
-                        }
-                        Err(e) => {
-                            tracing::warn!(model = %m, version = v, error = %e, "automatic promotion failed");
-                            shadow.promoting.store(false, Ordering::Release);
-                        }
-                    }
-                }
+impl Ticket {
+    /// The shadow this ticket is for.
+    pub fn shadow(&self) -> &Arc<Shadow> {
+        &self.0
+    }
+}
+
+impl Shadow {
+    /// Tallies the outcome of one mirrored request (the shadow's outputs,
+    /// or why it failed) against the primary's answer, then gives the
+    /// ticket back: with none in flight, every mirror taken is counted.
+    /// Returns the version to promote when a `shadow-first` candidate has
+    /// just met its criteria; only one caller gets it (see
+    /// [`Shadow::promotion_failed`]).
+    pub fn settle(
+        &self,
+        ticket: Ticket,
+        signature: &Signature,
+        primary_outputs: &[Tensor],
+        primary_took: Duration,
+        outcome: Result<Vec<Tensor>, String>,
+        took: Duration,
+    ) -> Option<u64> {
+        let m = self.model.clone();
+        let outputs = match outcome {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                tracing::debug!(model = %m, error = %e, "shadow request failed");
+                self.record(|t| t.errors += 1);
+                drop(ticket);
+                metrics::counter!(SHADOW_REQUESTS, "model" => m, "result" => "error").increment(1);
+                return None;
             }
-            // Cumulative figures as gauges: off the request path, once per comparison.
-            // Only the per-output figures: not the latency quantiles and
-            // confusion matrices a whole report would build.
-            let outputs: Vec<(String, OutputReport)> = shadow
-                .lock()
-                .cumulative
-                .outputs
-                .iter()
-                .map(|(k, v)| (k.clone(), report_of(v)))
-                .collect();
-            for (name, o) in &outputs {
-                if let Some(a) = o.agreement {
-                    metrics::gauge!(SHADOW_AGREEMENT, "model" => m.clone(), "output" => name.clone()).set(a);
-                }
-                if let Some(d) = o.mean_abs_diff {
-                    metrics::gauge!(SHADOW_MEAN_ABS_DIFF, "model" => m.clone(), "output" => name.clone()).set(d);
-                }
+        };
+        let diffs = compare(signature, primary_outputs, &outputs);
+        self.record(|t| {
+            t.compared += 1;
+            t.primary_latency[latency::bucket(primary_took.as_secs_f64() * 1e6)] += 1;
+            t.shadow_latency[latency::bucket(took.as_secs_f64() * 1e6)] += 1;
+            for (name, d) in &diffs {
+                merge(t.outputs.entry(name.clone()).or_default(), d);
+            }
+        });
+        drop(ticket);
+        metrics::counter!(SHADOW_REQUESTS, "model" => m.clone(), "result" => "compared")
+            .increment(1);
+        // Cumulative figures as gauges: off the request path, once per comparison.
+        // Only the per-output figures: not the latency quantiles and
+        // confusion matrices a whole report would build.
+        let reports: Vec<(String, OutputReport)> = self
+            .lock()
+            .cumulative
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), report_of(v)))
+            .collect();
+        for (name, o) in &reports {
+            if let Some(a) = o.agreement {
+                metrics::gauge!(SHADOW_AGREEMENT, "model" => m.clone(), "output" => name.clone())
+                    .set(a);
+            }
+            if let Some(d) = o.mean_abs_diff {
+                metrics::gauge!(SHADOW_MEAN_ABS_DIFF, "model" => m.clone(), "output" => name.clone()).set(d);
             }
         }
-        Err(e) => {
-            tracing::debug!(model = %m, error = %e, "shadow request failed");
-            shadow.record(|t| t.errors += 1);
-            drop(ticket);
-            metrics::counter!(SHADOW_REQUESTS, "model" => m, "result" => "error").increment(1);
+        // A shadow-first candidate that met its criteria takes over.
+        let met = matches!(self.verdict(&self.lock().cumulative), Some(Ok(())));
+        match self.spec.target {
+            Target::Version(v) if met && !self.promoting.swap(true, Ordering::AcqRel) => Some(v),
+            _ => None,
         }
+    }
+
+    /// The promotion `settle` asked for did not happen: a later comparison
+    /// may ask again.
+    pub fn promotion_failed(&self) {
+        self.promoting.store(false, Ordering::Release);
     }
 }
 

@@ -15,6 +15,29 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// `[health]` in a model's config.toml: the thresholds by which the health
+/// report judges what this module measures (stale, failing).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// A model older than this (days since `trained_at`) is stale.
+    pub max_age_days: f64,
+    /// Failed / all requests in the recent window above which the pipeline
+    /// answer is `warn`, and `fail`.
+    pub error_rate_warn: f64,
+    pub error_rate_fail: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            max_age_days: 90.0,
+            error_rate_warn: 0.01,
+            error_rate_fail: 0.05,
+        }
+    }
+}
+
 /// Which adapter a request came through: a metric label, nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

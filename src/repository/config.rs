@@ -36,6 +36,7 @@ use serde::Deserialize;
 
 use crate::backend::{Signature, TensorSpec};
 use crate::batcher::Policy;
+use crate::monitor::HealthConfig;
 use crate::tensor::DataType;
 
 pub const FILE_NAME: &str = "config.toml";
@@ -193,28 +194,6 @@ impl DriftSettings {
             psi_threshold: self.psi_threshold.unwrap_or(d.psi_threshold),
             ks_threshold: self.ks_threshold.unwrap_or(d.ks_threshold),
             min_rows: self.min_rows.unwrap_or(d.min_rows),
-        }
-    }
-}
-
-/// `[health]`: what the health report calls stale or failing.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    /// A model older than this (days since `trained_at`) is stale.
-    pub max_age_days: f64,
-    /// Failed / all requests in the recent window above which the pipeline
-    /// answer is `warn`, and `fail`.
-    pub error_rate_warn: f64,
-    pub error_rate_fail: f64,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            max_age_days: 90.0,
-            error_rate_warn: 0.01,
-            error_rate_fail: 0.05,
         }
     }
 }

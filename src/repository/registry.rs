@@ -43,7 +43,7 @@ pub struct ModelVersion {
     pub batching: Option<crate::batcher::Policy>,
     /// Per-window distribution statistics and drift; `None` when off.
     pub windows: Option<Arc<crate::window::Windows>>,
-    pub health: crate::repository::config::HealthConfig,
+    pub health: crate::monitor::HealthConfig,
     pub loaded_at: SystemTime,
 }
 
