@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod repository;
 pub mod schema;
 pub mod shadow;
+pub mod sync;
 pub mod tensor;
 pub mod window;
 pub mod worker;

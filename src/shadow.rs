@@ -222,7 +222,7 @@ impl Shadow {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tallies> {
-        self.tallies.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.tallies)
     }
 
     /// Rolls the window when its time is up.

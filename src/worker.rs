@@ -12,7 +12,7 @@
 //! drained: a swapped-out version keeps serving the requests it accepted.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -21,6 +21,7 @@ use crate::backend::{Backend, BackendError};
 use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
 use crate::monitor::stats::VersionStats;
 use crate::monitor::WorkerMetrics;
+use crate::sync::lock;
 use crate::tensor::{Elements, InputTensor, Tensor};
 use crate::window::Windows;
 
@@ -216,12 +217,6 @@ fn batch_key(inputs: &[InputTensor]) -> (Option<BatchKey>, usize) {
     }
     key.sort_by(|a, b| a.0.cmp(&b.0));
     (Some(BatchKey(key)), rows)
-}
-
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    // A panic elsewhere cannot leave the queue half-updated: every change
-    // is one push or one `State::next`.
-    queue.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One inference thread: take a batch, run it, answer, repeat.

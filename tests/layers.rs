@@ -15,6 +15,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("tensor", 0),
     ("error", 0),
+    ("sync", 0),
     ("backend", 1),
     ("backend::onnx", 1),
     ("backend::torch", 1),

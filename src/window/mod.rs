@@ -18,13 +18,14 @@ pub mod summary;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
 use crate::backend::{Signature, TensorSpec};
 use crate::error::ErrorKind;
+use crate::sync::lock;
 use crate::tensor::{DataType, Tensor, TensorData};
 use drift::{BaselineFile, FeatureBins, FeatureDrift};
 use latency::LatencyHistogram;
@@ -365,10 +366,6 @@ const KINDS: [ErrorKind; 4] = [
     ErrorKind::Internal,
 ];
 const RULES: [&str; 4] = ["min", "max", "allowed", "nan"];
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Windows {
     /// Windows for a version with this signature, one shard per inference
