@@ -35,6 +35,11 @@ pub enum Target {
     Model(String),
 }
 
+/// What a shadow mirrors when `sample_rate` is not given: everything.
+pub const DEFAULT_SAMPLE_RATE: f64 = 1.0;
+/// Shadow requests pending at most when `max_inflight` is not given.
+pub const DEFAULT_MAX_INFLIGHT: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Spec {
     pub target: Target,
@@ -42,6 +47,17 @@ pub struct Spec {
     pub sample_rate: f64,
     /// Shadow requests pending at most; beyond, sampled requests are dropped.
     pub max_inflight: usize,
+}
+
+impl Spec {
+    /// The one rule for a shadow's settings, wherever they come from (the
+    /// API, `[shadow]` in config.toml).
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_rate) || self.max_inflight == 0 {
+            return Err("sample_rate must lie in 0..=1 and max_inflight be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[promotion]`: when a `shadow-first` candidate takes over by itself.
@@ -64,7 +80,7 @@ impl Default for Promotion {
             min_requests: 100,
             min_agreement: 0.99,
             max_mean_abs_diff: None,
-            sample_rate: 1.0,
+            sample_rate: DEFAULT_SAMPLE_RATE,
         }
     }
 }
@@ -182,7 +198,7 @@ impl Shadow {
         let spec = Spec {
             target: Target::Version(version),
             sample_rate: promotion.sample_rate.clamp(0.0, 1.0),
-            max_inflight: 64,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
         };
         Shadow {
             promotion: Some(promotion),
@@ -526,6 +542,28 @@ pub struct ShadowReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spec_needs_a_rate_in_0_1_and_a_slot() {
+        let spec = |sample_rate, max_inflight| Spec {
+            target: Target::Version(1),
+            sample_rate,
+            max_inflight,
+        };
+        assert!(spec(0.0, 1).check().is_ok());
+        assert!(spec(DEFAULT_SAMPLE_RATE, DEFAULT_MAX_INFLIGHT)
+            .check()
+            .is_ok());
+        for bad in [
+            spec(1.01, 1),
+            spec(-0.1, 1),
+            spec(f64::NAN, 1),
+            spec(0.5, 0),
+        ] {
+            let err = bad.check().unwrap_err();
+            assert!(err.contains("sample_rate must lie in 0..=1"), "{err}");
+        }
+    }
 
     #[test]
     fn sampling_is_even_and_exact() {

@@ -330,8 +330,12 @@ async fn shadow(state: &AppState, req: Request<Incoming>, model: &str) -> Result
             };
             let spec = crate::shadow::Spec {
                 target,
-                sample_rate: v["sample_rate"].as_f64().unwrap_or(1.0),
-                max_inflight: v["max_inflight"].as_u64().unwrap_or(64) as usize,
+                sample_rate: v["sample_rate"]
+                    .as_f64()
+                    .unwrap_or(crate::shadow::DEFAULT_SAMPLE_RATE),
+                max_inflight: v["max_inflight"]
+                    .as_u64()
+                    .map_or(crate::shadow::DEFAULT_MAX_INFLIGHT, |n| n as usize),
             };
             Ok(as_json(repository.set_shadow(model, spec).await?.report()))
         }

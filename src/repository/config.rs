@@ -50,18 +50,18 @@ pub const DEFAULT_MAX_BATCH_ROWS: u64 = 64;
 pub struct ShadowConfig {
     pub version: Option<u64>,
     pub model: Option<String>,
-    #[serde(default = "one")]
+    #[serde(default = "default_sample_rate")]
     pub sample_rate: f64,
-    #[serde(default = "sixty_four")]
+    #[serde(default = "default_max_inflight")]
     pub max_inflight: usize,
 }
 
-fn one() -> f64 {
-    1.0
+fn default_sample_rate() -> f64 {
+    crate::shadow::DEFAULT_SAMPLE_RATE
 }
 
-fn sixty_four() -> usize {
-    64
+fn default_max_inflight() -> usize {
+    crate::shadow::DEFAULT_MAX_INFLIGHT
 }
 
 impl ShadowConfig {
@@ -71,16 +71,13 @@ impl ShadowConfig {
             (None, Some(m)) => crate::shadow::Target::Model(m.clone()),
             _ => return Err("[shadow] needs either version or model".into()),
         };
-        if !(0.0..=1.0).contains(&self.sample_rate) || self.max_inflight == 0 {
-            return Err(
-                "[shadow] sample_rate must lie in 0..=1 and max_inflight be at least 1".into(),
-            );
-        }
-        Ok(crate::shadow::Spec {
+        let spec = crate::shadow::Spec {
             target,
             sample_rate: self.sample_rate,
             max_inflight: self.max_inflight,
-        })
+        };
+        spec.check().map_err(|e| format!("[shadow] {e}"))?;
+        Ok(spec)
     }
 }
 

@@ -271,11 +271,7 @@ impl Repository {
     ) -> Result<Arc<crate::shadow::Shadow>, Error> {
         use crate::shadow::Target;
         check_name(name)?;
-        if !(0.0..=1.0).contains(&spec.sample_rate) || spec.max_inflight == 0 {
-            return Err(Error::BadRequest(
-                "sample_rate must lie in 0..=1 and max_inflight be at least 1".into(),
-            ));
-        }
+        spec.check().map_err(Error::BadRequest)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
         let mut entry = current.entry(name)?.clone();
