@@ -166,15 +166,9 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     }
     // The server has all four: their headers read, their bodies awaited.
     let in_flight = || async {
-        let text = client
-            .get(format!("http://{metrics}/metrics"))
-            .send()
+        metrics_text(&client, &metrics)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("infergate_http_requests_in_flight "))
             .map(|v| v.trim().parse::<f64>().unwrap())
     };

@@ -26,14 +26,7 @@ struct Scraped(Scrape);
 
 impl Scraped {
     async fn get(client: &reqwest::Client, addr: SocketAddr) -> Scraped {
-        let text = client
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(client, addr).await;
         Scraped(Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap())
     }
 

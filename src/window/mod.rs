@@ -807,8 +807,20 @@ mod tests {
             keep,
             max_features: 2,
         };
-        let now = Arc::new(AtomicU64::new(0));
-        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
+        on_manual_clock(&signature, config, DriftConfig::default(), None, 1)
+    }
+
+    /// Windows of model "m" version 1 on a clock the test moves (it starts
+    /// at 1 ns: 0 means "no window open").
+    fn on_manual_clock(
+        signature: &Signature,
+        config: WindowConfig,
+        drift: DriftConfig,
+        baseline: Option<BaselineFile>,
+        shards: usize,
+    ) -> (Windows, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(1));
+        let w = Windows::new("m", 1, signature, config, drift, baseline, shards)
             .unwrap()
             .with_clock(Clock::Manual(now.clone()));
         (w, now)
@@ -901,10 +913,7 @@ mod tests {
             min_rows: 1,
             ..DriftConfig::default()
         };
-        let now = Arc::new(AtomicU64::new(1));
-        let w = Windows::new("m", 1, &signature, config, drift_config, Some(baseline), 2)
-            .unwrap()
-            .with_clock(Clock::Manual(now.clone()));
+        let (w, now) = on_manual_clock(&signature, config, drift_config, Some(baseline), 2);
         assert!(w.has_baseline());
         let (nan, inf) = (f32::NAN, f32::INFINITY);
         w.record_inputs(
@@ -940,7 +949,7 @@ mod tests {
         w.record_validation("max");
         w.record_missing("x");
         // Closed by the first tick past its length: 2 s old here.
-        now.fetch_add(2_000_000_000, Ordering::Relaxed);
+        advance(&now, Duration::from_nanos(2_000_000_000));
         let r = w.tick().expect("two seconds have passed");
 
         assert_eq!(w.model(), ("m", 1));
@@ -1006,7 +1015,7 @@ mod tests {
         assert_eq!(classes("label"), map(&[("1", 1), ("2", 1), ("7", 1)]));
         // The next window starts empty.
         w.record_request(Duration::from_micros(1), None);
-        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        advance(&now, Duration::from_nanos(1_000_000_000));
         let next = w.tick().unwrap();
         assert_eq!((next.requests, next.failed, next.inputs[0].rows), (1, 0, 0));
         assert!(next.failures.is_empty() && next.validation_failures.is_empty());
@@ -1043,13 +1052,10 @@ mod tests {
                 ks_threshold: 2.0,
                 min_rows,
             };
-            let now = Arc::new(AtomicU64::new(1));
-            let w = Windows::new("m", 1, &signature, config, drift, Some(baseline), 1)
-                .unwrap()
-                .with_clock(Clock::Manual(now.clone()));
+            let (w, now) = on_manual_clock(&signature, config, drift, Some(baseline), 1);
             // Every row above the edge: PSI about 3.9, KS 0.5.
             w.record_inputs(0, &[fp32("x", 4, vec![1.0; 4])]);
-            now.fetch_add(1_000_000_000, Ordering::Relaxed);
+            advance(&now, Duration::from_nanos(1_000_000_000));
             let d = w.tick().unwrap().drift.clone().unwrap();
             assert!(d.psi_max.unwrap() > 3.0 && d.ks_max == Some(0.5), "{d:?}");
             d.drifted
@@ -1074,10 +1080,7 @@ mod tests {
             keep: 1,
             max_features: 4,
         };
-        let now = Arc::new(AtomicU64::new(1));
-        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
-            .unwrap()
-            .with_clock(Clock::Manual(now.clone()));
+        let (w, now) = on_manual_clock(&signature, config, DriftConfig::default(), None, 1);
         w.record_inputs(
             0,
             &[
@@ -1094,7 +1097,7 @@ mod tests {
             ],
         );
         w.record_request(Duration::from_micros(5), None);
-        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        advance(&now, Duration::from_nanos(1_000_000_000));
         let r = w.tick().unwrap();
         assert_eq!((r.inputs[0].rows, r.inputs[0].summary.count), (0, 0));
         assert_eq!((r.inputs[1].rows, r.inputs[1].summary.count), (0, 0));
@@ -1115,10 +1118,7 @@ mod tests {
             keep: 1,
             max_features: 8,
         };
-        let now = Arc::new(AtomicU64::new(1));
-        let w = Windows::new("m", 1, &signature, config, DriftConfig::default(), None, 1)
-            .unwrap()
-            .with_clock(Clock::Manual(now.clone()));
+        let (w, now) = on_manual_clock(&signature, config, DriftConfig::default(), None, 1);
         assert!(!w.has_baseline());
         w.record_inputs(0, &[fp32("x", 3, vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0])]);
         let labels: Vec<i64> = (0..MAX_CLASSES as i64 + 1).chain([5]).collect();
@@ -1130,7 +1130,7 @@ mod tests {
                 data: TensorData::Int64(labels),
             }],
         );
-        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        advance(&now, Duration::from_nanos(1_000_000_000));
         let r = w.tick().unwrap();
         let x = &r.inputs[0];
         assert_eq!(x.features.len(), 2);

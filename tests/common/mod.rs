@@ -353,3 +353,15 @@ pub fn raw_le(datatype: &str, values: &Value) -> Vec<u8> {
     }
     out
 }
+
+/// The text of `GET /metrics` at `addr` (a metrics port).
+pub async fn metrics_text(client: &reqwest::Client, addr: impl std::fmt::Display) -> String {
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
