@@ -12,8 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use infergate::http::codec::{decode_request, encode_response};
-use infergate::infer::{Core, InferRequest, InferResponse};
 use infergate::repository::{Defaults, Repository};
+use infergate::service::{InferRequest, InferResponse, Service};
 use infergate::tensor::{DataType, Elements, InputTensor, Tensor, TensorData};
 use serde_json::json;
 
@@ -156,7 +156,7 @@ fn in_process(c: &mut Criterion) {
             },
         ));
         rt.block_on(repository.poll());
-        let core = Core::new(repository);
+        let core = Service::new(repository, Default::default());
         for (model, width) in [("tiny", 16usize), ("digits", 64)] {
             let request = InferRequest {
                 transport: infergate::monitor::Transport::Http,

@@ -1,27 +1,33 @@
 //! infergate: a KServe V2 / Open Inference Protocol model server.
 //!
+//! The engine is layered; a module imports only from the layers below it
+//! (checked by `tests/layers.rs`), so it reads bottom-up and one request
+//! walks it once, downward:
+//!
 //! ```text
-//!   HTTP (hyper) ─┐                         ┌─ repository: poll / load / unload
-//!                 ├─> infer::Core ──> registry (arc-swap) ──> ModelVersion
-//!   gRPC (tonic) ─┘                                            └─ worker thread ─> Backend (ort)
+//! L6  http/ grpc/          decode -> one call into the service -> encode
+//! L5  service/             the one API: infer, validate, mirror, rollout operations, health, index, auth
+//! L4  repository/          the control plane: disk -> model table (scan, select, reconcile, load, control)
+//! L3  model/               what serves: ModelVersion, ModelEntry, ModelTable, the arc-swap Registry
+//! L2  worker  monitor/  rollout/   inference threads; metrics and one recorder per version; gate, shadow, compare, decide
+//! L1  backend/  batcher  schema  window/   runtimes (ort, tch); batching State; input rules; window statistics
+//! L0  tensor  error  sync  datatypes and buffers; the error enum; the poison-tolerant lock
 //! ```
-//! The adapters in `http/` and `grpc/` only translate; `infer.rs` is the one
-//! API they call; `repository/` decides what serves; `worker.rs` keeps
-//! inference off the async reactor. [`run`] wires them together and is what
-//! `main` and the integration tests call.
+//! [`run`] (this file, the composition root) wires them together and is
+//! what `main` and the integration tests call.
 
 pub mod backend;
 pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod grpc;
-pub mod health;
 pub mod http;
-pub mod infer;
+pub mod model;
 pub mod monitor;
 pub mod repository;
+pub mod rollout;
 pub mod schema;
-pub mod shadow;
+pub mod service;
 pub mod sync;
 pub mod tensor;
 pub mod window;
@@ -29,7 +35,6 @@ pub mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -37,51 +42,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::Config;
-use infer::Core;
 use repository::{Defaults, Repository};
-
-pub const SERVER_NAME: &str = "infergate";
-/// V2 protocol extensions served.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "statistics"];
-
-/// What every handler shares.
-pub struct AppState {
-    pub core: Core,
-    /// False until the first repository scan has finished, and again once
-    /// shutdown begins, so load balancers stop sending work.
-    pub ready: AtomicBool,
-    pub max_request_bytes: usize,
-    /// Bearer token the control endpoints (repository load/unload, promote,
-    /// rollback) require; `None`: they are open.
-    pub control_token: Option<String>,
-    /// `infergate_http_requests_in_flight`, resolved once: the HTTP adapter
-    /// moves it twice a request.
-    pub http_in_flight: metrics::Gauge,
-}
-
-impl AppState {
-    /// Checks a control request's `Authorization` value.
-    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), error::Error> {
-        let Some(token) = &self.control_token else {
-            return Ok(());
-        };
-        let given = authorization
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare in constant time: the token is a secret.
-        let same = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
-            Ok(())
-        } else {
-            Err(error::Error::Unauthorized)
-        }
-    }
-}
+use service::Service;
 
 /// The sockets to serve on, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -142,13 +104,13 @@ pub async fn run(
         std::time::Duration::from_millis(100),
     )
     .context("cannot start the window clock")?;
-    let state = Arc::new(AppState {
-        core: Core::new(repository.clone()),
-        ready: AtomicBool::new(false),
-        max_request_bytes: config.max_request_bytes,
-        control_token: config.control_token.clone(),
-        http_in_flight: metrics::gauge!(monitor::HTTP_INFLIGHT),
-    });
+    let state = Arc::new(Service::new(
+        repository.clone(),
+        service::Options {
+            max_request_bytes: config.max_request_bytes,
+            control_token: config.control_token.clone(),
+        },
+    ));
 
     let (stop, stopped) = watch::channel(false);
     tracing::info!(
@@ -177,7 +139,7 @@ pub async fn run(
 
     // Live at once, ready once the repository has been read.
     repository.poll().await;
-    state.ready.store(true, Ordering::Release);
+    state.set_ready(true);
     tracing::info!(models = ?repository.index(true).iter().map(|e| format!("{}:{}", e.name, e.version)).collect::<Vec<_>>(), "ready");
 
     let poller = config.poll_interval.map(|every| {
@@ -198,7 +160,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    state.ready.store(false, Ordering::Release);
+    state.set_ready(false);
     let _ = stop.send(true);
     if let Some(p) = poller {
         p.abort();

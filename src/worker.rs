@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use crate::backend::{Backend, BackendError};
 use crate::batcher::{BatchKey, Decision, Policy, Queued, State};
 use crate::monitor::stats::VersionStats;
-use crate::monitor::WorkerMetrics;
+use crate::monitor::{RunRecorder, WorkerMetrics};
 use crate::sync::lock;
 use crate::tensor::{Elements, InputTensor, Tensor};
 use crate::window::Windows;
@@ -95,14 +95,6 @@ struct Shared {
     windows: Option<Arc<Windows>>,
 }
 
-/// What the inference threads record into: the V2 statistics, Prometheus
-/// and the statistics windows.
-pub struct Recorders {
-    pub stats: Arc<VersionStats>,
-    pub metrics: WorkerMetrics,
-    pub windows: Option<Arc<Windows>>,
-}
-
 /// A handle to a model version's queue and inference threads.
 pub struct Worker {
     shared: Arc<Shared>,
@@ -126,9 +118,9 @@ impl Worker {
         policy: Policy,
         batching: bool,
         capacity: usize,
-        recorders: Recorders,
+        recorders: RunRecorder,
     ) -> std::io::Result<Worker> {
-        let Recorders {
+        let RunRecorder {
             stats,
             metrics,
             windows,

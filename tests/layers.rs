@@ -14,6 +14,9 @@ use std::path::Path;
 /// (`crate` itself, `config`, `main`) wires everything and is not checked.
 const LAYERS: &[(&str, u8)] = &[
     ("tensor", 0),
+    ("tensor::data", 0),
+    ("tensor::elements", 0),
+    ("tensor::json", 0),
     ("error", 0),
     ("sync", 0),
     ("backend", 1),
@@ -22,23 +25,45 @@ const LAYERS: &[(&str, u8)] = &[
     ("batcher", 1),
     ("schema", 1),
     ("window", 1),
+    ("window::clock", 1),
     ("window::drift", 1),
+    ("window::plan", 1),
+    ("window::report", 1),
     ("window::latency", 1),
     ("window::sketch", 1),
     ("window::summary", 1),
     ("worker", 2),
     ("monitor", 2),
+    ("monitor::recorder", 2),
+    ("monitor::serve", 2),
     ("monitor::stats", 2),
-    ("shadow", 2),
-    ("repository::gate", 2),
-    ("repository::registry", 3),
+    ("monitor::version", 2),
+    ("monitor::window", 2),
+    ("rollout", 2),
+    ("rollout::compare", 2),
+    ("rollout::gate", 2),
+    ("rollout::shadow", 2),
+    ("model", 3),
     ("repository", 4),
     ("repository::config", 4),
-    ("infer", 5),
-    ("health", 5),
+    ("repository::control", 4),
+    ("repository::index", 4),
+    ("repository::load", 4),
+    ("repository::reconcile", 4),
+    ("repository::scan", 4),
+    ("repository::select", 4),
+    ("repository::windows", 4),
+    ("service", 5),
+    ("service::control", 5),
+    ("service::health", 5),
+    ("service::infer", 5),
+    ("service::validate", 5),
     ("http", 6),
+    ("http::body", 6),
     ("http::codec", 6),
+    ("http::metadata", 6),
     ("grpc", 6),
+    ("grpc::convert", 6),
 ];
 
 const ROOT: &[&str] = &["crate", "config", "main"];
@@ -65,7 +90,11 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             sources(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
+        } else if path.extension().is_some_and(|e| e == "rs")
+            // A module's unit tests in a file of their own (`mod tests;`)
+            // are not part of the engine.
+            && path.file_name().is_some_and(|n| n != "tests.rs")
+        {
             out.push(path);
         }
     }

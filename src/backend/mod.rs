@@ -25,6 +25,18 @@ pub struct TensorSpec {
     pub shape: Vec<i64>,
 }
 
+impl TensorSpec {
+    /// The one shape rule: a shape fits when it has the spec's rank and
+    /// agrees with every dimension the spec fixes (a negative one is open).
+    pub fn fits(&self, shape: &[i64]) -> bool {
+        shape.len() == self.shape.len()
+            && shape
+                .iter()
+                .zip(&self.shape)
+                .all(|(&given, &declared)| declared < 0 || given == declared)
+    }
+}
+
 /// The inputs and outputs of a model, in the model's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Signature {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::infer::{decode_input, InferRequest, InferResponse};
+use crate::service::{decode_input, InferRequest, InferResponse};
 use bytes::Bytes;
 
 use crate::tensor::{Elements, JsonElements, TensorData, TensorError};

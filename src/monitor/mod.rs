@@ -1,19 +1,20 @@
 //! Prometheus metrics: the recorder, the names, and the `/metrics` endpoint
 //! on its own port. The full set (windows, drift, model facts) grows here.
 
+mod recorder;
+mod serve;
 pub mod stats;
+mod version;
+mod window;
+
+pub use recorder::{Recorder, RunRecorder};
+pub use serve::serve;
+pub use version::{VersionMetrics, WorkerMetrics};
+pub use window::publish_window;
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// `[health]` in a model's config.toml: the thresholds by which the health
 /// report judges what this module measures (stale, failing).
@@ -90,6 +91,9 @@ pub const DRIFT_KS: &str = "infergate_drift_ks";
 pub const DRIFT_PSI_MAX: &str = "infergate_drift_psi_max";
 pub const DRIFT_KS_MAX: &str = "infergate_drift_ks_max";
 pub const DRIFT_DETECTED: &str = "infergate_drift_detected";
+pub const SHADOW_REQUESTS: &str = "infergate_shadow_requests_total";
+pub const SHADOW_AGREEMENT: &str = "infergate_shadow_agreement_ratio";
+pub const SHADOW_MEAN_ABS_DIFF: &str = "infergate_shadow_mean_abs_diff";
 
 /// Rows per model run.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -103,7 +107,7 @@ const DURATION_BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// CPU, resident memory, threads, open file descriptors: read from /proc
 /// when /metrics is scraped.
-static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+pub(crate) static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
 /// Installs the process-wide recorder once (tests start many servers in one
 /// process) and describes every metric.
@@ -126,6 +130,7 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Every metric, described once: a list, one entry per metric, hence long.
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
@@ -246,260 +251,6 @@ fn describe() {
         .describe();
 }
 
-/// The metric handles of one model version, registered once when it loads
-/// so that recording a request is a few atomic adds: no label strings to
-/// build, no registry look-up, no lock on the request path.
-pub struct VersionMetrics {
-    /// Indexed by `Transport::index()`.
-    by_transport: [TransportMetrics; 3],
-    inferences: metrics::Counter,
-    queue: metrics::Histogram,
-    compute: metrics::Histogram,
-    inflight: metrics::Gauge,
-    info: metrics::Gauge,
-    age_days: metrics::Gauge,
-    /// Seconds since the epoch, from the model's `trained_at`.
-    trained_at: Option<f64>,
-    /// For the inference threads.
-    pub worker: WorkerMetrics,
-}
-
-/// Request outcomes through one transport.
-struct TransportMetrics {
-    ok: metrics::Counter,
-    failed: metrics::Counter,
-    /// By `ErrorKind::as_str()`.
-    failures: [(&'static str, metrics::Counter); 4],
-    duration: metrics::Histogram,
-}
-
-impl TransportMetrics {
-    fn new(m: &str, v: &str, transport: Transport) -> TransportMetrics {
-        use crate::error::ErrorKind as K;
-        let p = transport.as_str();
-        let failure = |reason: &'static str| {
-            (
-                reason,
-                metrics::counter!(REQUEST_FAILURES, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "reason" => reason),
-            )
-        };
-        TransportMetrics {
-            ok: metrics::counter!(REQUESTS, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "status" => "ok"),
-            failed: metrics::counter!(REQUESTS, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p, "status" => "error"),
-            failures: [
-                failure(K::NotFound.as_str()),
-                failure(K::InvalidArgument.as_str()),
-                failure(K::Unavailable.as_str()),
-                failure(K::Internal.as_str()),
-            ],
-            duration: metrics::histogram!(REQUEST_DURATION, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p),
-        }
-    }
-}
-
-/// What the inference threads record: per run, not per request.
-#[derive(Clone)]
-pub struct WorkerMetrics {
-    pub batch_size: metrics::Histogram,
-    pub queue_depth: metrics::Gauge,
-}
-
-fn epoch_seconds(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-impl VersionMetrics {
-    /// Registers the version's metrics and publishes its facts (sha256,
-    /// backend, load time, training metadata from the model file).
-    pub fn new(
-        model: &str,
-        version: u64,
-        backend: &'static str,
-        sha256: &str,
-        properties: &std::collections::BTreeMap<String, String>,
-    ) -> VersionMetrics {
-        let (m, v) = (model.to_string(), version.to_string());
-        let fact = |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone());
-        let number = |key: &str| properties.get(key).and_then(|x| x.parse::<f64>().ok());
-        let info = metrics::gauge!(MODEL_INFO, "model" => m.clone(), "version" => v.clone(),
-            "sha256" => sha256.to_string(), "backend" => backend);
-        info.set(1.0);
-        fact(MODEL_LOADED).set(epoch_seconds(std::time::SystemTime::now()));
-        if let Some(a) = number("heldout_accuracy") {
-            fact(MODEL_ACCURACY).set(a);
-        }
-        if let Some(t) = number("training_seconds") {
-            fact(MODEL_TRAINING_DURATION).set(t);
-        }
-        let trained_at = properties
-            .get("trained_at")
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .map(epoch_seconds);
-        let metrics = VersionMetrics {
-            by_transport: [Transport::Http, Transport::Grpc, Transport::Shadow]
-                .map(|t| TransportMetrics::new(&m, &v, t)),
-            inferences: metrics::counter!(INFERENCES, "model" => m.clone(), "version" => v.clone()),
-            queue: metrics::histogram!(QUEUE_DURATION, "model" => m.clone(), "version" => v.clone()),
-            compute: metrics::histogram!(COMPUTE_DURATION, "model" => m.clone(), "version" => v.clone()),
-            inflight: fact(INFLIGHT),
-            info,
-            age_days: fact(MODEL_AGE),
-            trained_at,
-            worker: WorkerMetrics {
-                batch_size: metrics::histogram!(BATCH_SIZE, "model" => m.clone(), "version" => v.clone()),
-                queue_depth: fact(QUEUE_DEPTH),
-            },
-        };
-        metrics.refresh_age();
-        metrics
-    }
-
-    /// Sets the model's age in days from its `trained_at` (called at load
-    /// and on every repository poll).
-    pub fn refresh_age(&self) {
-        if let Some(t) = self.trained_at {
-            self.age_days
-                .set((epoch_seconds(std::time::SystemTime::now()) - t) / 86_400.0);
-        }
-    }
-
-    /// A request entered the core; the guard counts it out however it ends.
-    pub fn start(&self) -> InflightGuard<'_> {
-        InflightGuard::enter(&self.inflight)
-    }
-
-    /// A request was answered by a run: its rows, queue and run time.
-    pub fn ran(&self, rows: u64, queue: Duration, compute: Duration) {
-        self.inferences.increment(rows);
-        self.queue.record(queue);
-        self.compute.record(compute);
-    }
-
-    /// Records one finished request; `failure` is an `ErrorKind` string.
-    pub fn record(&self, transport: Transport, took: Duration, failure: Option<&'static str>) {
-        let t = &self.by_transport[transport.index()];
-        match failure {
-            None => {
-                t.ok.increment(1);
-                t.duration.record(took);
-            }
-            Some(reason) => {
-                t.failed.increment(1);
-                if let Some((_, c)) = t.failures.iter().find(|(r, _)| *r == reason) {
-                    c.increment(1);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for VersionMetrics {
-    fn drop(&mut self) {
-        // The version is gone: its series stay (Prometheus keeps history)
-        // but say so.
-        self.info.set(0.0);
-        self.inflight.set(0.0);
-        self.worker.queue_depth.set(0.0);
-    }
-}
-
-/// Publishes a closed window as gauges (on the window clock's thread, once
-/// per window: label look-ups are fine here).
-pub fn publish_window(model: &str, version: u64, r: &crate::window::WindowReport) {
-    let (m, v) = (model.to_string(), version.to_string());
-    let gauge =
-        |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone());
-    gauge(WINDOW_QPS).set(r.qps);
-    gauge(WINDOW_ERROR_RATIO).set(if r.requests > 0 {
-        r.failed as f64 / r.requests as f64
-    } else {
-        0.0
-    });
-    for (q, value) in [
-        ("0.5", r.latency_us.p50),
-        ("0.9", r.latency_us.p90),
-        ("0.99", r.latency_us.p99),
-    ] {
-        if let Some(us) = value {
-            metrics::gauge!(WINDOW_LATENCY, "model" => m.clone(), "version" => v.clone(), "quantile" => q).set(us / 1e6);
-        }
-    }
-    for t in r.inputs.iter().chain(&r.outputs) {
-        let labels = |feature: String| {
-            [
-                ("model", m.clone()),
-                ("version", v.clone()),
-                ("tensor", t.name.clone()),
-                ("feature", feature),
-            ]
-        };
-        let stats = |s: &crate::window::summary::Summary, feature: String| {
-            for (stat, value) in [
-                ("mean", s.mean),
-                ("std", s.std),
-                ("min", s.min),
-                ("max", s.max),
-                ("p5", s.p5),
-                ("median", s.median),
-                ("p95", s.p95),
-            ] {
-                if let Some(x) = value {
-                    let mut l = labels(feature.clone()).to_vec();
-                    l.push(("stat", stat.to_string()));
-                    metrics::gauge!(
-                        WINDOW_VALUE,
-                        l.iter()
-                            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-                            .collect::<Vec<_>>()
-                    )
-                    .set(x);
-                }
-            }
-        };
-        stats(&t.summary, "all".into());
-        for (i, f) in t.features.iter().enumerate() {
-            stats(f, i.to_string());
-        }
-        let tensor = |name: &'static str| metrics::gauge!(name, "model" => m.clone(), "version" => v.clone(), "tensor" => t.name.clone());
-        tensor(WINDOW_NAN).set(t.summary.nan as f64);
-        tensor(WINDOW_INF).set(t.summary.inf as f64);
-        if let Some(missing) = t.missing {
-            tensor(WINDOW_MISSING).set(missing as f64);
-        }
-        if let Some(classes) = &t.predicted_class {
-            let rows: u64 = classes.values().sum();
-            for (class, n) in classes {
-                metrics::gauge!(WINDOW_CLASS, "model" => m.clone(), "version" => v.clone(), "tensor" => t.name.clone(), "class" => class.clone())
-                    .set(*n as f64 / rows.max(1) as f64);
-            }
-        }
-    }
-    if let Some(d) = &r.drift {
-        for f in &d.features {
-            let labels = [
-                ("model", m.clone()),
-                ("version", v.clone()),
-                ("input", f.input.clone()),
-                ("feature", f.feature.to_string()),
-            ];
-            let labels: Vec<metrics::Label> = labels
-                .iter()
-                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-                .collect();
-            metrics::gauge!(DRIFT_PSI, labels.clone()).set(f.psi);
-            metrics::gauge!(DRIFT_KS, labels).set(f.ks);
-        }
-        if let Some(p) = d.psi_max {
-            gauge(DRIFT_PSI_MAX).set(p);
-        }
-        if let Some(k) = d.ks_max {
-            gauge(DRIFT_KS_MAX).set(k);
-        }
-        gauge(DRIFT_DETECTED).set(if d.drifted { 1.0 } else { 0.0 });
-    }
-}
-
 pub struct InflightGuard<'a>(&'a metrics::Gauge);
 
 impl<'a> InflightGuard<'a> {
@@ -514,42 +265,5 @@ impl<'a> InflightGuard<'a> {
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
-    }
-}
-
-/// `GET /metrics` (any path, in fact) on the metrics port.
-pub async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |_req| {
-                        if let Some(process) = PROCESS.get() {
-                            process.collect();
-                        }
-                        let body = handle.render();
-                        async move {
-                            let mut r = Response::new(Full::new(Bytes::from(body)));
-                            *r.status_mut() = StatusCode::OK;
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                            );
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
     }
 }

@@ -41,6 +41,28 @@ use crate::tensor::DataType;
 
 pub const FILE_NAME: &str = "config.toml";
 
+/// What is wrong with a model's config.toml, or with how it fits the model;
+/// the message names the file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A problem with the file: said as "config.toml: ...".
+    pub fn new(message: impl std::fmt::Display) -> ConfigError {
+        ConfigError(format!("{FILE_NAME}: {message}"))
+    }
+
+    /// A message that names the file itself.
+    fn named(message: String) -> ConfigError {
+        ConfigError(message)
+    }
+
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
+    }
+}
+
 /// Rows per batch when batching is on and `max_batch_size` is not set.
 pub const DEFAULT_MAX_BATCH_ROWS: u64 = 64;
 
@@ -57,39 +79,29 @@ pub struct ShadowConfig {
 }
 
 fn default_sample_rate() -> f64 {
-    crate::shadow::DEFAULT_SAMPLE_RATE
+    crate::rollout::shadow::DEFAULT_SAMPLE_RATE
 }
 
 fn default_max_inflight() -> usize {
-    crate::shadow::DEFAULT_MAX_INFLIGHT
+    crate::rollout::shadow::DEFAULT_MAX_INFLIGHT
 }
 
 impl ShadowConfig {
-    pub fn spec(&self) -> Result<crate::shadow::Spec, String> {
+    pub fn spec(&self) -> Result<crate::rollout::shadow::Spec, ConfigError> {
         let target = match (self.version, &self.model) {
-            (Some(v), None) => crate::shadow::Target::Version(v),
-            (None, Some(m)) => crate::shadow::Target::Model(m.clone()),
-            _ => return Err("[shadow] needs either version or model".into()),
+            (Some(v), None) => crate::rollout::shadow::Target::Version(v),
+            (None, Some(m)) => crate::rollout::shadow::Target::Model(m.clone()),
+            _ => return Err(ConfigError::new("[shadow] needs either version or model")),
         };
-        let spec = crate::shadow::Spec {
+        let spec = crate::rollout::shadow::Spec {
             target,
             sample_rate: self.sample_rate,
             max_inflight: self.max_inflight,
         };
-        spec.check().map_err(|e| format!("[shadow] {e}"))?;
+        spec.check()
+            .map_err(|e| ConfigError::new(format!("[shadow] {e}")))?;
         Ok(spec)
     }
-}
-
-/// `rollout = "immediate"` (a version that passes the gate serves at once)
-/// or `"shadow-first"` (it becomes the shadow, and is promoted once its
-/// comparison with the primary meets `[promotion]`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rollout {
-    #[default]
-    Immediate,
-    ShadowFirst,
 }
 
 /// Which of the versions on disk are served.
@@ -124,10 +136,10 @@ pub struct ModelConfig {
     pub require_gpu: bool,
     /// What happens to a new version that passes the gate.
     #[serde(default)]
-    pub rollout: Rollout,
+    pub rollout: crate::rollout::Rollout,
     /// When a `shadow-first` candidate is promoted by itself.
     #[serde(default)]
-    pub promotion: crate::shadow::Promotion,
+    pub promotion: crate::rollout::shadow::Promotion,
     /// A shadow from the start (the API can change or stop it).
     pub shadow: Option<ShadowConfig>,
     /// Largest batch (first dimension) a request may carry; 0 or absent: no
@@ -162,7 +174,7 @@ pub struct ModelConfig {
     pub health: HealthConfig,
     /// The deployment gate's checks (see `gate.rs`).
     #[serde(default)]
-    pub gate: crate::repository::gate::GateConfig,
+    pub gate: crate::rollout::gate::GateConfig,
 }
 
 /// `[stats]`: overrides of the server-wide window settings.
@@ -217,10 +229,10 @@ pub struct TensorOverride {
 }
 
 impl ModelConfig {
-    pub fn parse(text: &str) -> Result<ModelConfig, String> {
-        let config: ModelConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<ModelConfig, ConfigError> {
+        let config: ModelConfig = toml::from_str(text).map_err(ConfigError::new)?;
         if let VersionPolicy::Latest(0) = config.version_policy {
-            return Err("version_policy latest must be at least 1".into());
+            return Err(ConfigError::new("version_policy latest must be at least 1"));
         }
         Ok(config)
     }
@@ -228,7 +240,7 @@ impl ModelConfig {
     /// The batching policy for a model with this signature, or `None` when
     /// requests run one by one. Refuses batching asked for a model that has
     /// no batch dimension.
-    pub fn batching(&self, signature: &Signature) -> Result<Option<Policy>, String> {
+    pub fn batching(&self, signature: &Signature) -> Result<Option<Policy>, ConfigError> {
         let batchable = signature
             .inputs
             .iter()
@@ -236,7 +248,7 @@ impl ModelConfig {
             .all(|t| t.shape.first() == Some(&-1));
         match self.dynamic_batching {
             Some(true) if !batchable => {
-                return Err("dynamic_batching needs every input and output to have a variable first dimension (-1)".into())
+                return Err(ConfigError::new("dynamic_batching needs every input and output to have a variable first dimension (-1)"))
             }
             Some(false) => return Ok(None),
             _ if !batchable => return Ok(None),
@@ -249,9 +261,9 @@ impl ModelConfig {
         let mut preferred = self.preferred_batch_sizes.clone();
         preferred.sort_unstable();
         if let Some(p) = preferred.iter().find(|&&p| p == 0 || p > max_rows) {
-            return Err(format!(
+            return Err(ConfigError::new(format!(
                 "preferred batch size {p} is not within 1..={max_rows} (max_batch_size)"
-            ));
+            )));
         }
         Ok(Some(Policy {
             max_rows,
@@ -282,7 +294,7 @@ impl ModelConfig {
     /// Applies the `inputs`/`outputs` overrides to what the model file
     /// declares. An override may name only tensors the model has, keep its
     /// datatype, keep its rank, and fix only dimensions the file leaves open.
-    pub fn apply(&self, signature: &mut Signature) -> Result<(), String> {
+    pub fn apply(&self, signature: &mut Signature) -> Result<(), ConfigError> {
         fn one(kind: &str, specs: &mut [TensorSpec], o: &TensorOverride) -> Result<(), String> {
             let spec = specs.iter_mut().find(|s| s.name == o.name).ok_or_else(|| {
                 format!(
@@ -302,9 +314,7 @@ impl ModelConfig {
                 }
             }
             if let Some(dims) = &o.dims {
-                let compatible = dims.len() == spec.shape.len()
-                    && dims.iter().zip(&spec.shape).all(|(&d, &m)| m < 0 || d == m);
-                if !compatible || dims.iter().any(|&d| d < -1) {
+                if !spec.fits(dims) || dims.iter().any(|&d| d < -1) {
                     return Err(format!(
                         "config.toml: {kind} '{}' dims {dims:?} do not fit the model's {:?}",
                         o.name, spec.shape
@@ -315,10 +325,10 @@ impl ModelConfig {
             Ok(())
         }
         for o in &self.inputs {
-            one("input", &mut signature.inputs, o)?;
+            one("input", &mut signature.inputs, o).map_err(ConfigError::named)?;
         }
         for o in &self.outputs {
-            one("output", &mut signature.outputs, o)?;
+            one("output", &mut signature.outputs, o).map_err(ConfigError::named)?;
         }
         Ok(())
     }

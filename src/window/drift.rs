@@ -90,14 +90,20 @@ impl FeatureBins {
     }
 }
 
+/// Why a baseline cannot be used: it does not read, parse or check out,
+/// or it does not fit the model it lies next to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BaselineError(pub(crate) String);
+
 impl BaselineFile {
     /// Reads and checks a baseline: edges strictly increasing, one fraction
     /// per bin, fractions summing to 1.
-    pub fn read(path: &Path) -> Result<BaselineFile, String> {
+    pub fn read(path: &Path) -> Result<BaselineFile, BaselineError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read baseline {}: {e}", path.display()))?;
-        let b: BaselineFile =
-            serde_json::from_str(&text).map_err(|e| format!("baseline {}: {e}", path.display()))?;
+            .map_err(|e| BaselineError(format!("cannot read baseline {}: {e}", path.display())))?;
+        let b: BaselineFile = serde_json::from_str(&text)
+            .map_err(|e| BaselineError(format!("baseline {}: {e}", path.display())))?;
         let mut b = b;
         for input in b.inputs.values_mut() {
             for f in &mut input.features {
@@ -107,10 +113,10 @@ impl BaselineFile {
         for (name, input) in &b.inputs {
             for (i, f) in input.features.iter().enumerate() {
                 let bad = |why: &str| {
-                    format!(
+                    BaselineError(format!(
                         "baseline {}: input '{name}' feature {i}: {why}",
                         path.display()
-                    )
+                    ))
                 };
                 if f.fractions.len() != f.edges.len() + 1 {
                     return Err(bad("needs one fraction per bin (edges + 1)"));
@@ -253,7 +259,7 @@ mod tests {
         ] {
             let err = read(features).unwrap_err();
             assert!(
-                err.contains(why) && err.contains("feature 0"),
+                err.0.contains(why) && err.0.contains("feature 0"),
                 "{features}: {err}"
             );
         }

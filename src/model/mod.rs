@@ -1,4 +1,5 @@
-//! The table of served models, published through `arc-swap`.
+//! What serves: the loaded versions, the table of models, and the registry
+//! that publishes it through `arc-swap`.
 //!
 //! Readers (every request) take one lock-free snapshot with `load` and clone
 //! the `Arc` of the version they need; the version then lives until their
@@ -15,7 +16,6 @@ use arc_swap::ArcSwap;
 
 use crate::backend::Signature;
 use crate::error::Error;
-use crate::monitor::stats::VersionStats;
 use crate::worker::Worker;
 
 /// One loaded, warmed-up model version.
@@ -32,17 +32,14 @@ pub struct ModelVersion {
     /// Of the model file, so a deployment can be checked against a build.
     pub sha256: String,
     /// What the deployment gate measured, when the model configures one.
-    pub gate: Option<crate::repository::gate::GateReport>,
+    pub gate: Option<crate::rollout::gate::GateReport>,
     pub worker: Worker,
-    /// Shared with the inference threads, which count executions.
-    pub stats: Arc<VersionStats>,
-    pub metrics: crate::monitor::VersionMetrics,
+    /// Where everything measured about it goes: statistics, metrics, windows.
+    pub record: crate::monitor::Recorder,
     /// Input rules checked on every request, when the model has any.
     pub schema: Option<crate::schema::Schema>,
     /// Whether requests are merged into batches, and how.
     pub batching: Option<crate::batcher::Policy>,
-    /// Per-window distribution statistics and drift; `None` when off.
-    pub windows: Option<Arc<crate::window::Windows>>,
     pub health: crate::monitor::HealthConfig,
     pub loaded_at: SystemTime,
 }
@@ -78,13 +75,13 @@ pub struct ModelEntry {
     /// Earlier primaries, most recent last: where a rollback goes.
     pub history: Vec<u64>,
     /// Where a sample of the primary's traffic is mirrored, if anywhere.
-    pub shadow: Option<Arc<crate::shadow::Shadow>>,
+    pub shadow: Option<Arc<crate::rollout::shadow::Shadow>>,
     /// Versions kept loaded whatever the version policy says (a shadow
     /// target loaded for the purpose).
     pub pinned: std::collections::BTreeSet<u64>,
     /// The `[shadow]` of config.toml last applied: applied again only when
     /// it changes, so that the API's changes stand until then.
-    pub config_shadow: Option<crate::shadow::Spec>,
+    pub config_shadow: Option<crate::rollout::shadow::Spec>,
 }
 
 impl ModelEntry {
@@ -112,6 +109,15 @@ impl ModelEntry {
         self.versions.values().rev().find_map(|s| match &s.state {
             VersionState::Ready(v) => Some(v),
             VersionState::Unavailable(_) | VersionState::Failed(_) => None,
+        })
+    }
+
+    /// The versions that do not serve, with why: the one list of failed
+    /// versions and their reasons (load errors, the health report).
+    pub fn not_ready(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.versions.iter().filter_map(|(v, s)| match &s.state {
+            VersionState::Unavailable(r) | VersionState::Failed(r) => Some((*v, r.as_str())),
+            VersionState::Ready(_) => None,
         })
     }
 
@@ -163,7 +169,13 @@ impl Registry {
         &self,
         model: &str,
         version: Option<&str>,
-    ) -> Result<(Arc<ModelVersion>, Option<Arc<crate::shadow::Shadow>>), Error> {
+    ) -> Result<
+        (
+            Arc<ModelVersion>,
+            Option<Arc<crate::rollout::shadow::Shadow>>,
+        ),
+        Error,
+    > {
         // One snapshot for both: the version and the shadow agree.
         let table = self.table.load();
         let v = resolve_in(&table, model, version)?;

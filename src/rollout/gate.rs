@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::backend::{Backend, Signature};
+use crate::backend::{Backend, Signature, TensorSpec};
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::window::{widen, Classes};
 
@@ -41,9 +41,11 @@ pub struct GateConfig {
 
 /// Why a version did not pass: the gate could not run (a configuration or
 /// sample problem: the version is UNAVAILABLE), or a check failed (FAILED).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GateError {
+    #[error("{0}")]
     Setup(String),
+    #[error("{0}")]
     Failed(String),
 }
 
@@ -77,13 +79,7 @@ fn check_outputs_inner(outputs: &[Tensor], signature: &Signature) -> Result<(), 
     }
     for out in outputs {
         if let Some(spec) = signature.output(&out.name) {
-            let fits = out.shape.len() == spec.shape.len()
-                && out
-                    .shape
-                    .iter()
-                    .zip(&spec.shape)
-                    .all(|(&g, &e)| e < 0 || g == e);
-            if !fits {
+            if !spec.fits(&out.shape) {
                 return Err(format!(
                     "warm-up output '{}' has shape {:?}, the model declares {:?}",
                     out.name, out.shape, spec.shape
@@ -157,13 +153,12 @@ fn measure(
     measure_sample(backend, signature, config, sample, serving_accuracy)
 }
 
-fn measure_sample(
-    backend: &mut dyn Backend,
-    signature: &Signature,
+/// The input the sample feeds and the output whose class is compared
+/// with the labels: the ones named, or the only ones.
+fn tensors<'s>(
+    signature: &'s Signature,
     config: &GateConfig,
-    sample: Sample,
-    serving_accuracy: Option<f64>,
-) -> Result<Option<GateReport>, GateError> {
+) -> Result<(&'s TensorSpec, &'s TensorSpec), GateError> {
     let setup = GateError::Setup;
     let input = match &config.input {
         Some(name) => signature
@@ -187,6 +182,18 @@ fn measure_sample(
             ))
         }
     };
+    Ok((input, output))
+}
+
+fn measure_sample(
+    backend: &mut dyn Backend,
+    signature: &Signature,
+    config: &GateConfig,
+    sample: Sample,
+    serving_accuracy: Option<f64>,
+) -> Result<Option<GateReport>, GateError> {
+    let setup = GateError::Setup;
+    let (input, output) = tensors(signature, config)?;
     // Predicted classes as the statistics windows and the shadow read them.
     let classes = Classes::of(output);
     if classes == Classes::None {
@@ -261,6 +268,24 @@ fn measure_sample(
     took.sort_by(f64::total_cmp);
     let p99_ms = took[((took.len() as f64 * 0.99).ceil() as usize).clamp(1, took.len()) - 1];
 
+    judge(
+        config,
+        sample.labels.len(),
+        accuracy,
+        p99_ms,
+        serving_accuracy,
+    )
+}
+
+/// The gate's verdict on what was measured: every threshold checked, and
+/// every one missed named.
+fn judge(
+    config: &GateConfig,
+    rows: usize,
+    accuracy: f64,
+    p99_ms: f64,
+    serving_accuracy: Option<f64>,
+) -> Result<Option<GateReport>, GateError> {
     let mut failed = Vec::new();
     if let Some(min) = config.min_accuracy {
         if accuracy < min {
@@ -282,14 +307,14 @@ fn measure_sample(
     }
     if failed.is_empty() {
         Ok(Some(GateReport {
-            rows: sample.labels.len(),
+            rows,
             accuracy,
             p99_ms,
         }))
     } else {
         Err(GateError::Failed(format!(
             "deployment gate failed on {} validation rows: {}",
-            sample.labels.len(),
+            rows,
             failed.join("; ")
         )))
     }
@@ -298,7 +323,6 @@ fn measure_sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::TensorSpec;
 
     fn signature() -> Signature {
         Signature {
@@ -341,5 +365,40 @@ mod tests {
             check_outputs(&[], &sig),
             Err(GateError::Failed(_))
         ));
+    }
+
+    #[test]
+    fn the_verdict_names_every_threshold_missed() {
+        let config = GateConfig {
+            min_accuracy: Some(0.9),
+            max_accuracy_drop: Some(0.05),
+            max_p99_ms: Some(10.0),
+            ..GateConfig::default()
+        };
+        let passed = judge(&config, 50, 0.92, 9.5, Some(0.95)).unwrap().unwrap();
+        assert_eq!(
+            passed,
+            GateReport {
+                rows: 50,
+                accuracy: 0.92,
+                p99_ms: 9.5
+            }
+        );
+        // No serving version: no drop to check.
+        assert!(judge(&config, 50, 0.9, 10.0, None).is_ok());
+        let Err(GateError::Failed(why)) = judge(&config, 50, 0.85, 12.0, Some(0.95)) else {
+            panic!("three thresholds missed, yet passed");
+        };
+        assert!(
+            why.starts_with("deployment gate failed on 50 validation rows: "),
+            "{why}"
+        );
+        for part in [
+            "accuracy 0.8500 < min_accuracy 0.9",
+            "0.1000 below the serving version's 0.9500 (max_accuracy_drop 0.05)",
+            "p99 latency 12.000 ms > max_p99_ms 10",
+        ] {
+            assert!(why.contains(part), "{part:?} missing from {why}");
+        }
     }
 }

@@ -16,14 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use super::compare::{OutputReport, OutputTally};
 use crate::backend::Signature;
+use crate::monitor::{SHADOW_AGREEMENT, SHADOW_MEAN_ABS_DIFF, SHADOW_REQUESTS};
 use crate::tensor::Tensor;
 use crate::window::latency;
-use crate::window::{widen, Classes};
-
-pub const SHADOW_REQUESTS: &str = "infergate_shadow_requests_total";
-pub const SHADOW_AGREEMENT: &str = "infergate_shadow_agreement_ratio";
-pub const SHADOW_MEAN_ABS_DIFF: &str = "infergate_shadow_mean_abs_diff";
 
 /// What the shadow runs on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -83,20 +80,6 @@ impl Default for Promotion {
             sample_rate: DEFAULT_SAMPLE_RATE,
         }
     }
-}
-
-/// Comparison tallies of one output.
-#[derive(Debug, Clone, Default)]
-struct OutputTally {
-    elements: u64,
-    sum_abs: f64,
-    max_abs: f64,
-    sum_rel: f64,
-    rows: u64,
-    agree: u64,
-    /// (primary class, shadow class) → rows.
-    confusion: BTreeMap<(i64, i64), u64>,
-    classifier: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -219,7 +202,7 @@ impl Shadow {
             )));
         }
         for (name, o) in &t.outputs {
-            let r = report_of(o);
+            let r = o.report();
             if let Some(a) = r.agreement.filter(|&a| a < p.min_agreement) {
                 return Some(Err(format!(
                     "agreement {a:.4} < min_agreement {} on output '{name}'",
@@ -318,13 +301,13 @@ impl Shadow {
                 return None;
             }
         };
-        let diffs = compare(signature, primary_outputs, &outputs);
+        let diffs = super::compare::compare(signature, primary_outputs, &outputs);
         self.record(|t| {
             t.compared += 1;
             t.primary_latency[latency::bucket(primary_took.as_secs_f64() * 1e6)] += 1;
             t.shadow_latency[latency::bucket(took.as_secs_f64() * 1e6)] += 1;
             for (name, d) in &diffs {
-                merge(t.outputs.entry(name.clone()).or_default(), d);
+                t.outputs.entry(name.clone()).or_default().merge(d);
             }
         });
         drop(ticket);
@@ -338,7 +321,7 @@ impl Shadow {
             .cumulative
             .outputs
             .iter()
-            .map(|(k, v)| (k.clone(), report_of(v)))
+            .map(|(k, v)| (k.clone(), v.report()))
             .collect();
         for (name, o) in &reports {
             if let Some(a) = o.agreement {
@@ -361,118 +344,6 @@ impl Shadow {
     /// may ask again.
     pub fn promotion_failed(&self) {
         self.promoting.store(false, Ordering::Release);
-    }
-}
-
-/// Differences between two answers to the same request, output by output
-/// (outputs missing from one side, or shaped differently, are skipped).
-pub fn compare(
-    signature: &Signature,
-    primary: &[Tensor],
-    other: &[Tensor],
-) -> BTreeMap<String, OutputTallyPub> {
-    let mut out = BTreeMap::new();
-    for p in primary {
-        let Some(o) = other.iter().find(|o| o.name == p.name) else {
-            continue;
-        };
-        if o.shape != p.shape || o.data.len() != p.data.len() {
-            continue;
-        }
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        widen(&p.data, 0..p.data.len(), &mut a);
-        widen(&o.data, 0..o.data.len(), &mut b);
-        let mut t = OutputTally::default();
-        for (&x, &y) in a.iter().zip(&b) {
-            let d = (x - y).abs();
-            if d.is_nan() {
-                continue;
-            }
-            t.elements += 1;
-            t.sum_abs += d;
-            t.max_abs = t.max_abs.max(d);
-            t.sum_rel += d / x.abs().max(1e-12);
-        }
-        let classes = signature.output(&p.name).map_or(Classes::None, Classes::of);
-        if classes != Classes::None && !a.is_empty() {
-            t.classifier = true;
-            let rows = p.shape.first().copied().unwrap_or(1).max(1) as usize;
-            let per_row = a.len() / rows;
-            for (ra, rb) in a.chunks(per_row.max(1)).zip(b.chunks(per_row.max(1))) {
-                if let (Some(ca), Some(cb)) = (classes.of_row(ra), classes.of_row(rb)) {
-                    t.rows += 1;
-                    t.agree += (ca == cb) as u64;
-                    *t.confusion.entry((ca, cb)).or_default() += 1;
-                }
-            }
-        }
-        out.insert(p.name.clone(), OutputTallyPub(t));
-    }
-    out
-}
-
-/// The tally of one comparison, opaque outside this module.
-#[derive(Debug, Clone)]
-pub struct OutputTallyPub(OutputTally);
-
-fn merge(into: &mut OutputTally, d: &OutputTallyPub) {
-    let d = &d.0;
-    into.elements += d.elements;
-    into.sum_abs += d.sum_abs;
-    into.max_abs = into.max_abs.max(d.max_abs);
-    into.sum_rel += d.sum_rel;
-    into.rows += d.rows;
-    into.agree += d.agree;
-    into.classifier |= d.classifier;
-    for (&k, &n) in &d.confusion {
-        *into.confusion.entry(k).or_default() += n;
-    }
-}
-
-/// What a comparison says of one output.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputReport {
-    /// Elements compared.
-    pub count: u64,
-    pub mean_abs_diff: Option<f64>,
-    pub max_abs_diff: Option<f64>,
-    /// Mean of |primary − shadow| / |primary|.
-    pub mean_rel_diff: Option<f64>,
-    /// Classifier outputs: rows compared, the share whose predicted class
-    /// agrees, and primary class → shadow class → rows.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rows: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agreement: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confusion: Option<BTreeMap<String, BTreeMap<String, u64>>>,
-}
-
-impl OutputReport {
-    pub fn of(t: &OutputTallyPub) -> OutputReport {
-        report_of(&t.0)
-    }
-}
-
-fn report_of(t: &OutputTally) -> OutputReport {
-    let n = t.elements as f64;
-    let some = |v: f64| (t.elements > 0).then_some(v);
-    let mut confusion: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (&(a, b), &c) in &t.confusion {
-        *confusion
-            .entry(a.to_string())
-            .or_default()
-            .entry(b.to_string())
-            .or_default() += c;
-    }
-    OutputReport {
-        count: t.elements,
-        mean_abs_diff: some(t.sum_abs / n),
-        max_abs_diff: some(t.max_abs),
-        mean_rel_diff: some(t.sum_rel / n),
-        rows: t.classifier.then_some(t.rows),
-        agreement: (t.classifier && t.rows > 0).then(|| t.agree as f64 / t.rows as f64),
-        confusion: t.classifier.then_some(confusion),
     }
 }
 
@@ -504,7 +375,7 @@ fn summarise(t: &Tally) -> TallyReport {
         outputs: t
             .outputs
             .iter()
-            .map(|(k, v)| (k.clone(), report_of(v)))
+            .map(|(k, v)| (k.clone(), v.report()))
             .collect(),
         latency_us: LatencyPair {
             primary_p50: latency::quantile(&t.primary_latency, 0.5),

@@ -1,0 +1,48 @@
+//! The repository index: every model and version the server knows, with
+//! its state and, when it does not serve, why.
+
+use super::Repository;
+use crate::model::VersionState;
+
+/// One row of the repository index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl Repository {
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let table = self.registry.snapshot();
+        let mut rows = Vec::new();
+        for (name, entry) in &table.models {
+            for (version, slot) in &entry.versions {
+                let (state, reason) = match &slot.state {
+                    VersionState::Ready(_) => {
+                        ("READY", slot.last_error.clone().unwrap_or_default())
+                    }
+                    VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                    VersionState::Failed(r) => ("FAILED", r.clone()),
+                };
+                if ready_only && state != "READY" {
+                    continue;
+                }
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    // Version 0 stands for the model as a whole (a broken config).
+                    version: if *version == 0 {
+                        String::new()
+                    } else {
+                        version.to_string()
+                    },
+                    state,
+                    reason,
+                });
+            }
+        }
+        rows
+    }
+}

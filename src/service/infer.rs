@@ -1,0 +1,224 @@
+//! Inference: resolve the model version, check the request against its
+//! signature, run it on the version's inference threads, record what
+//! happened, and mirror a sample to the shadow after the answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::validate::validate;
+use super::Service;
+use crate::error::Error;
+use crate::model::ModelVersion;
+use crate::monitor::Transport;
+use crate::repository::Repository;
+use crate::rollout::shadow::{Target, Ticket};
+use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
+use crate::worker::WorkerError;
+
+/// A decoded inference request, whatever protocol it came in on.
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    pub transport: Transport,
+    pub model: String,
+    /// `None` or empty: the newest ready version.
+    pub version: Option<String>,
+    pub id: Option<String>,
+    pub inputs: Vec<InputTensor>,
+    /// Outputs to return, by name; empty: all of them.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model: String,
+    pub version: u64,
+    pub id: Option<String>,
+    pub outputs: Vec<Tensor>,
+}
+
+/// Builds an input tensor from what the wire carried: parses the datatype,
+/// checks the shape, decodes the data with `decode(datatype, elements)` and
+/// checks the element count. Shared by both adapters so that both say the
+/// same thing about the same mistake.
+pub fn decode_input(
+    name: &str,
+    datatype: &str,
+    shape: Vec<i64>,
+    decode: impl FnOnce(DataType, usize) -> Result<Elements, TensorError>,
+) -> Result<InputTensor, Error> {
+    let invalid = |source| Error::InvalidTensor {
+        name: name.to_string(),
+        source,
+    };
+    let dt = DataType::parse(datatype)
+        .ok_or_else(|| invalid(TensorError::UnknownDatatype(datatype.to_string())))?;
+    let expected = element_count(&shape).map_err(invalid)?;
+    let data = decode(dt, expected).map_err(invalid)?;
+    if data.len() != expected {
+        return Err(invalid(TensorError::ElementCount {
+            shape,
+            expected,
+            got: data.len(),
+        }));
+    }
+    Ok(InputTensor {
+        name: name.to_string(),
+        shape,
+        data,
+    })
+}
+
+impl Service {
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {
+        // One snapshot per request: the version stays alive (and keeps its
+        // inference thread) until this request is answered, even if it is
+        // swapped out meanwhile.
+        let (model, shadow) = self
+            .repository
+            .registry
+            .resolve_with_shadow(&request.model, request.version.as_deref())?;
+        // Mirrored only when sampled: then the inputs are cloned for the
+        // shadow, the one copy it needs.
+        let mirrored = shadow
+            .and_then(|s| s.ticket())
+            .map(|ticket| (ticket, request.inputs.clone()));
+        let (result, took) = serve(&model, request).await;
+        if let (Some((ticket, inputs)), Ok(answer)) = (mirrored, &result) {
+            tokio::spawn(mirror(
+                ticket,
+                self.repository.clone(),
+                model.clone(),
+                inputs,
+                answer.outputs.clone(),
+                took,
+            ));
+        }
+        result
+    }
+}
+
+/// Runs a request on a resolved version and records how it went.
+async fn serve(
+    model: &Arc<ModelVersion>,
+    request: InferRequest,
+) -> (Result<InferResponse, Error>, Duration) {
+    let transport = request.transport;
+    let _inflight = model.record.start();
+    let started = Instant::now();
+    let result = run(model, request).await;
+    let took = started.elapsed();
+    let failure = result.as_ref().err().map(|e| e.kind());
+    model.record.answered(transport, took, failure);
+    (result, took)
+}
+
+async fn run(model: &Arc<ModelVersion>, request: InferRequest) -> Result<InferResponse, Error> {
+    let batch = validate(model, &request)?;
+    let ran = model
+        .worker
+        .run(request.inputs)
+        .await
+        .map_err(|e| match e {
+            WorkerError::QueueFull => Error::Overloaded {
+                model: model.model.clone(),
+                version: model.version,
+                capacity: model.worker.capacity(),
+            },
+            WorkerError::Stopped => Error::ShuttingDown,
+            WorkerError::Backend(crate::backend::BackendError::InvalidInput(reason)) => {
+                Error::BadRequest(reason)
+            }
+            WorkerError::Backend(e) => Error::Inference {
+                model: model.model.clone(),
+                version: model.version,
+                reason: e.to_string(),
+            },
+        })?;
+    model.record.ran(batch, ran.queue, ran.compute);
+
+    let outputs = if request.outputs.is_empty() {
+        ran.outputs
+    } else {
+        let mut all = ran.outputs;
+        request
+            .outputs
+            .iter()
+            .filter_map(|name| {
+                all.iter()
+                    .position(|t| &t.name == name)
+                    .map(|i| all.swap_remove(i))
+            })
+            .collect()
+    };
+    Ok(InferResponse {
+        model: model.model.clone(),
+        version: model.version,
+        id: request.id,
+        outputs,
+    })
+}
+
+/// Mirrors one answered request to the shadow target, and promotes a
+/// `shadow-first` candidate once its comparisons meet the criteria. Runs
+/// in its own task, after the primary has answered.
+async fn mirror(
+    ticket: Ticket,
+    repository: Arc<Repository>,
+    primary: Arc<ModelVersion>,
+    inputs: Vec<InputTensor>,
+    primary_outputs: Vec<Tensor>,
+    primary_took: Duration,
+) {
+    let shadow = ticket.shadow().clone();
+    let (model, version) = match &shadow.spec.target {
+        Target::Version(v) => (primary.model.clone(), Some(v.to_string())),
+        Target::Model(m) => {
+            // Name the version, so that the other model's own shadow (if
+            // any) is not triggered by this request.
+            let serving = repository
+                .registry
+                .resolve(m, None)
+                .map(|v| v.version.to_string());
+            (m.clone(), serving.ok())
+        }
+    };
+    let request = InferRequest {
+        transport: Transport::Shadow,
+        model,
+        version,
+        id: None,
+        inputs,
+        outputs: primary_outputs.iter().map(|t| t.name.clone()).collect(),
+    };
+    let started = Instant::now();
+    // Never mirrored again: the target is resolved and served directly.
+    let result = match repository
+        .registry
+        .resolve(&request.model, request.version.as_deref())
+    {
+        Ok(target) => serve(&target, request).await.0,
+        Err(e) => Err(e),
+    };
+    let took = started.elapsed();
+    let outcome = result.map(|a| a.outputs).map_err(|e| e.to_string());
+    let promote = shadow.settle(
+        ticket,
+        &primary.signature,
+        &primary_outputs,
+        primary_took,
+        outcome,
+        took,
+    );
+    if let Some(v) = promote {
+        let m = &shadow.model;
+        match repository.promote(m, Some(v)).await {
+            Ok(_) => {
+                tracing::info!(model = %m, version = v, "shadow-first candidate met its criteria: promoted")
+            }
+            Err(e) => {
+                tracing::warn!(model = %m, version = v, error = %e, "automatic promotion failed");
+                shadow.promotion_failed();
+            }
+        }
+    }
+}

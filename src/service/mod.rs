@@ -1,0 +1,184 @@
+//! The one API both protocol adapters call. An adapter decodes what came
+//! over the wire, makes one call here and encodes the answer, so HTTP and
+//! gRPC say the same thing about the same request and gain every feature
+//! together.
+//!
+//! A request walks down once: [`Service::infer`] takes one snapshot of the
+//! model table (`crate::model`), checks the request against the version's
+//! signature and schema (`validate`), runs it on the version's inference
+//! threads (`crate::worker` -> `crate::batcher` -> `crate::backend`) and
+//! records how it went through the version's recorder
+//! (`crate::monitor::Recorder`); a sampled request is then mirrored to the
+//! shadow from here. Rollout operations (promote, rollback, shadow,
+//! compare), health, statistics, the index and authorization are here too;
+//! the control plane that carries them out is `crate::repository`.
+
+mod control;
+pub mod health;
+pub mod infer;
+mod validate;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::model::ModelVersion;
+use crate::repository::{IndexEntry, Repository};
+pub use control::{CompareTarget, Comparison, Primary};
+pub use infer::{decode_input, InferRequest, InferResponse};
+
+pub const SERVER_NAME: &str = "infergate";
+/// V2 protocol extensions served.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "statistics"];
+
+/// What the server says of itself (V2 server metadata).
+pub struct ServerMetadata {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub extensions: &'static [&'static str],
+}
+
+pub const SERVER_METADATA: ServerMetadata = ServerMetadata {
+    name: SERVER_NAME,
+    version: env!("CARGO_PKG_VERSION"),
+    extensions: EXTENSIONS,
+};
+
+/// How the service treats requests, from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest request body accepted (before and after decompression).
+    pub max_request_bytes: usize,
+    /// Bearer token the control operations (repository load/unload,
+    /// promote, rollback, shadow) require; `None`: they are open.
+    pub control_token: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_request_bytes: 64 << 20,
+            control_token: None,
+        }
+    }
+}
+
+pub struct Service {
+    repository: Arc<Repository>,
+    /// False until the first repository scan has finished, and again once
+    /// shutdown begins, so load balancers stop sending work.
+    ready: AtomicBool,
+    options: Options,
+    /// `infergate_http_requests_in_flight`, resolved once: the HTTP adapter
+    /// moves it twice a request.
+    pub http_in_flight: metrics::Gauge,
+}
+
+impl Service {
+    pub fn new(repository: Arc<Repository>, options: Options) -> Service {
+        Service {
+            repository,
+            ready: AtomicBool::new(false),
+            options,
+            http_in_flight: metrics::gauge!(crate::monitor::HTTP_INFLIGHT),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.options.max_request_bytes
+    }
+
+    /// Checks a control request's `Authorization` value.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<(), Error> {
+        let Some(token) = &self.options.control_token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare in constant time: the token is a secret.
+        let same = given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized)
+        }
+    }
+
+    /// The version a request addresses: the one named, or the one serving.
+    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
+        self.repository.registry.resolve(model, version)
+    }
+
+    /// Ready versions of a model, ascending, as the protocol spells them.
+    pub fn ready_versions(&self, model: &str) -> Vec<String> {
+        let table = self.repository.registry.snapshot();
+        table
+            .models
+            .get(model)
+            .map(|e| e.ready_versions().map(|v| v.version.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// What a statistics request covers: one version, every ready version
+    /// of a model, or (no model) of every model.
+    pub fn statistics_scope(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<Arc<ModelVersion>>, Error> {
+        let table = self.repository.registry.snapshot();
+        match (
+            model.filter(|m| !m.is_empty()),
+            version.filter(|v| !v.is_empty()),
+        ) {
+            (None, _) => Ok(table
+                .models
+                .values()
+                .flat_map(|e| e.ready_versions().cloned())
+                .collect()),
+            (Some(m), Some(v)) => Ok(vec![self.resolve(m, Some(v))?]),
+            (Some(m), None) => Ok(table.entry(m)?.ready_versions().cloned().collect()),
+        }
+    }
+
+    /// The four-question health report of a version (the newest ready one
+    /// when none is named).
+    pub fn health(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<health::HealthReport, Error> {
+        let v = self.resolve(model, version)?;
+        let table = self.repository.registry.snapshot();
+        Ok(health::report(&v, table.entry(model)?))
+    }
+
+    /// The repository index: every model and version the server knows.
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        self.repository.index(ready_only)
+    }
+
+    /// Loads (or reloads) a model now.
+    pub async fn load_model(&self, model: &str) -> Result<(), Error> {
+        self.repository.load_model(model).await
+    }
+
+    /// Unloads every version of a model until it is loaded again.
+    pub async fn unload_model(&self, model: &str) -> Result<(), Error> {
+        self.repository.unload_model(model).await
+    }
+}
