@@ -79,25 +79,30 @@ pub struct Schema {
     inputs: Vec<Compiled>,
 }
 
+/// A schema that does not fit the model it is configured for.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(String);
+
 impl Schema {
     /// Checks the configuration against the model: every named input must
     /// exist, and feature indices must be numbers.
     pub fn compile(
         rules: &BTreeMap<String, InputRules>,
         signature: &Signature,
-    ) -> Result<Schema, String> {
+    ) -> Result<Schema, SchemaError> {
         let mut inputs = Vec::new();
         for (name, r) in rules {
             if signature.input(name).is_none() {
-                return Err(format!(
+                return Err(SchemaError(format!(
                     "schema names input '{name}', which the model does not have"
-                ));
+                )));
             }
             let mut features = BTreeMap::new();
             for (k, f) in &r.features {
-                let index: usize = k
-                    .parse()
-                    .map_err(|_| format!("schema of '{name}': feature '{k}' is not an index"))?;
+                let index: usize = k.parse().map_err(|_| {
+                    SchemaError(format!("schema of '{name}': feature '{k}' is not an index"))
+                })?;
                 features.insert(index, f.clone());
             }
             inputs.push(Compiled {

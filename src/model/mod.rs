@@ -152,12 +152,12 @@ impl Registry {
         self.table.load_full()
     }
 
-    pub fn publish(&self, table: ModelTable) {
+    pub(crate) fn publish(&self, table: ModelTable) {
         self.table.store(Arc::new(table));
     }
 
     /// Publishes `current` with one model's entry replaced.
-    pub fn publish_entry(&self, current: &ModelTable, name: &str, entry: ModelEntry) {
+    pub(crate) fn publish_entry(&self, current: &ModelTable, name: &str, entry: ModelEntry) {
         let mut table = current.clone();
         table.models.insert(name.to_string(), entry);
         self.publish(table);

@@ -295,40 +295,44 @@ impl ModelConfig {
     /// declares. An override may name only tensors the model has, keep its
     /// datatype, keep its rank, and fix only dimensions the file leaves open.
     pub fn apply(&self, signature: &mut Signature) -> Result<(), ConfigError> {
-        fn one(kind: &str, specs: &mut [TensorSpec], o: &TensorOverride) -> Result<(), String> {
+        fn one(
+            kind: &str,
+            specs: &mut [TensorSpec],
+            o: &TensorOverride,
+        ) -> Result<(), ConfigError> {
             let spec = specs.iter_mut().find(|s| s.name == o.name).ok_or_else(|| {
-                format!(
+                ConfigError::named(format!(
                     "config.toml names {kind} '{}', which the model does not have",
                     o.name
-                )
+                ))
             })?;
             if let Some(dt) = &o.datatype {
                 let dt = DataType::parse(dt).ok_or_else(|| {
-                    format!("config.toml: {kind} '{}': unknown datatype '{dt}'", o.name)
+                    ConfigError::new(format!("{kind} '{}': unknown datatype '{dt}'", o.name))
                 })?;
                 if dt != spec.datatype {
-                    return Err(format!(
-                        "config.toml: {kind} '{}' is {dt} but the model file says {}",
+                    return Err(ConfigError::new(format!(
+                        "{kind} '{}' is {dt} but the model file says {}",
                         o.name, spec.datatype
-                    ));
+                    )));
                 }
             }
             if let Some(dims) = &o.dims {
                 if !spec.fits(dims) || dims.iter().any(|&d| d < -1) {
-                    return Err(format!(
-                        "config.toml: {kind} '{}' dims {dims:?} do not fit the model's {:?}",
+                    return Err(ConfigError::new(format!(
+                        "{kind} '{}' dims {dims:?} do not fit the model's {:?}",
                         o.name, spec.shape
-                    ));
+                    )));
                 }
                 spec.shape = dims.clone();
             }
             Ok(())
         }
         for o in &self.inputs {
-            one("input", &mut signature.inputs, o).map_err(ConfigError::named)?;
+            one("input", &mut signature.inputs, o)?;
         }
         for o in &self.outputs {
-            one("output", &mut signature.outputs, o).map_err(ConfigError::named)?;
+            one("output", &mut signature.outputs, o)?;
         }
         Ok(())
     }

@@ -14,7 +14,11 @@ impl Repository {
     /// it from the moment this returns; the one it replaces is remembered
     /// for `rollback`. Versions only become ready by passing the gate.
     /// Returns the version that serves now and the one that served before.
-    pub async fn promote(&self, name: &str, version: Option<u64>) -> Result<(u64, u64), Error> {
+    pub(crate) async fn promote(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<(u64, u64), Error> {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
@@ -64,7 +68,7 @@ impl Repository {
 
     /// Returns to the previous primary (skipping any that is no longer
     /// ready). Returns (from, to).
-    pub async fn rollback(&self, name: &str) -> Result<(u64, u64), Error> {
+    pub(crate) async fn rollback(&self, name: &str) -> Result<(u64, u64), Error> {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();
@@ -95,7 +99,7 @@ impl Repository {
     /// target. A target version the policy did not load is loaded (through
     /// the gate) and pinned; the version serving now is fixed as primary so
     /// that a newer shadow never takes the traffic by itself.
-    pub async fn set_shadow(&self, name: &str, spec: Spec) -> Result<Arc<Shadow>, Error> {
+    pub(crate) async fn set_shadow(&self, name: &str, spec: Spec) -> Result<Arc<Shadow>, Error> {
         check_name(name)?;
         spec.check().map_err(Error::BadRequest)?;
         let _control = self.control.lock().await;
@@ -184,7 +188,7 @@ impl Repository {
     }
 
     /// Stops mirroring. Returns the final report.
-    pub async fn clear_shadow(&self, name: &str) -> Result<ShadowReport, Error> {
+    pub(crate) async fn clear_shadow(&self, name: &str) -> Result<ShadowReport, Error> {
         check_name(name)?;
         let _control = self.control.lock().await;
         let current = self.registry.snapshot();

@@ -48,7 +48,7 @@ pub struct Defaults {
 pub struct Repository {
     root: PathBuf,
     defaults: Defaults,
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     /// Serialises every change to the table (poll, load, unload, promote,
     /// rollback, shadow): changes read the current table, load, then
     /// publish, and two of them interleaving would lose one's work.

@@ -159,30 +159,27 @@ fn tensors<'s>(
     signature: &'s Signature,
     config: &GateConfig,
 ) -> Result<(&'s TensorSpec, &'s TensorSpec), GateError> {
-    let setup = GateError::Setup;
-    let input = match &config.input {
-        Some(name) => signature
-            .input(name)
-            .ok_or_else(|| setup(format!("gate: the model has no input '{name}'")))?,
-        None if signature.inputs.len() == 1 => &signature.inputs[0],
-        None => {
-            return Err(setup(
-                "gate: the model has several inputs; name one with `input`".into(),
-            ))
+    /// The one named `kind`, or the only one.
+    fn pick<'s>(
+        kind: &str,
+        named: Option<&str>,
+        specs: &'s [TensorSpec],
+    ) -> Result<&'s TensorSpec, GateError> {
+        match (named, specs) {
+            (Some(name), _) => specs
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| GateError::Setup(format!("gate: the model has no {kind} '{name}'"))),
+            (None, [only]) => Ok(only),
+            (None, _) => Err(GateError::Setup(format!(
+                "gate: the model has several {kind}s; name one with `{kind}`"
+            ))),
         }
-    };
-    let output = match &config.output {
-        Some(name) => signature
-            .output(name)
-            .ok_or_else(|| setup(format!("gate: the model has no output '{name}'")))?,
-        None if signature.outputs.len() == 1 => &signature.outputs[0],
-        None => {
-            return Err(setup(
-                "gate: the model has several outputs; name one with `output`".into(),
-            ))
-        }
-    };
-    Ok((input, output))
+    }
+    Ok((
+        pick("input", config.input.as_deref(), &signature.inputs)?,
+        pick("output", config.output.as_deref(), &signature.outputs)?,
+    ))
 }
 
 fn measure_sample(
