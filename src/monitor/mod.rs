@@ -44,7 +44,7 @@ impl Default for HealthConfig {
 pub enum Transport {
     Http,
     Grpc,
-    /// A mirrored request to a shadow model (see `shadow.rs`).
+    /// A mirrored request to a shadow model (see `rollout::shadow`).
     Shadow,
 }
 
