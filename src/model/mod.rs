@@ -65,6 +65,17 @@ pub struct VersionSlot {
     pub last_error: Option<String>,
 }
 
+impl VersionSlot {
+    /// What is wrong with the version, if anything: why it does not serve,
+    /// or why its last reload failed while it kept serving.
+    pub fn problem(&self) -> Option<&str> {
+        match &self.state {
+            VersionState::Ready(_) => self.last_error.as_deref(),
+            VersionState::Unavailable(r) | VersionState::Failed(r) => Some(r),
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct ModelEntry {
     pub versions: BTreeMap<u64, VersionSlot>,

@@ -20,12 +20,10 @@ impl Repository {
         let mut rows = Vec::new();
         for (name, entry) in &table.models {
             for (version, slot) in &entry.versions {
-                let (state, reason) = match &slot.state {
-                    VersionState::Ready(_) => {
-                        ("READY", slot.last_error.clone().unwrap_or_default())
-                    }
-                    VersionState::Unavailable(r) => ("UNAVAILABLE", r.clone()),
-                    VersionState::Failed(r) => ("FAILED", r.clone()),
+                let state = match &slot.state {
+                    VersionState::Ready(_) => "READY",
+                    VersionState::Unavailable(_) => "UNAVAILABLE",
+                    VersionState::Failed(_) => "FAILED",
                 };
                 if ready_only && state != "READY" {
                     continue;
@@ -39,7 +37,7 @@ impl Repository {
                         version.to_string()
                     },
                     state,
-                    reason,
+                    reason: slot.problem().unwrap_or_default().to_string(),
                 });
             }
         }

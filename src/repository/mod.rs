@@ -125,19 +125,10 @@ impl Repository {
         let previous = current.models.get(name).cloned().unwrap_or_default();
         let entry = self.reconcile(name, &previous).await;
         let ready = entry.serving().is_some();
-        // Every version that did not load, and every failed reload of one
-        // that still serves.
         let reasons: Vec<String> = entry
             .versions
             .iter()
-            .filter_map(|(v, s)| match &s.state {
-                VersionState::Ready(_) => s.last_error.as_deref().map(|e| (*v, e)),
-                _ => None,
-            })
-            .chain(entry.not_ready())
-            .map(|(v, reason)| (v, format!("version {v}: {reason}")))
-            .collect::<std::collections::BTreeMap<_, _>>()
-            .into_values()
+            .filter_map(|(v, s)| s.problem().map(|p| format!("version {v}: {p}")))
             .collect();
         self.registry.publish_entry(&current, name, entry);
         if ready {
