@@ -104,19 +104,9 @@ fn check_outputs_inner(outputs: &[Tensor], signature: &Signature) -> Result<(), 
 
 /// Runs the configured checks. `serving_accuracy`: the gate accuracy of
 /// the version that serves now, if any. Every failed check is named with
-/// its figure.
+/// its figure: `Err(Setup)` when the gate cannot run (config, sample),
+/// `Err(Failed)` from the checks.
 pub fn run(
-    backend: &mut dyn Backend,
-    signature: &Signature,
-    config: &GateConfig,
-    model_dir: &Path,
-    serving_accuracy: Option<f64>,
-) -> Result<Option<GateReport>, GateError> {
-    measure(backend, signature, config, model_dir, serving_accuracy)
-}
-
-/// `Err(Setup)` from the `?`s below; `Err(Failed)` from the checks.
-fn measure(
     backend: &mut dyn Backend,
     signature: &Signature,
     config: &GateConfig,
