@@ -1,0 +1,230 @@
+//! Where a batch runs (the calling thread or an inference thread) and that
+//! every caller still gets its own rows. The backend is a stand-in whose
+//! cost is set: what is under test is the scheduling, which no real model
+//! lets a test choose (a real model's cost depends on the machine).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use super::*;
+use crate::backend::Signature;
+use crate::monitor::Recorder;
+use crate::tensor::TensorData;
+
+/// y = 2x + 1 over FP32 input "x", burning `cost` of CPU per run, and
+/// noting which thread ran each run and how many rows it carried.
+struct Probe {
+    cost: Duration,
+    runs: Arc<Mutex<Vec<(String, usize)>>>,
+    signature: Signature,
+    properties: BTreeMap<String, String>,
+}
+
+impl Backend for Probe {
+    fn platform(&self) -> &'static str {
+        "probe"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+        let began = thread_cpu().expect("thread clock");
+        while thread_cpu().expect("thread clock") - began < self.cost {
+            std::hint::spin_loop();
+        }
+        let x = &inputs[0];
+        let TensorData::Fp32(v) = &x.data else {
+            return Err(BackendError::Run("probe takes FP32".into()));
+        };
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        lock(&self.runs).push((thread, x.shape[0] as usize));
+        Ok(vec![Tensor {
+            name: "y".into(),
+            shape: x.shape.clone(),
+            data: TensorData::Fp32(v.iter().map(|a| a * 2.0 + 1.0).collect()),
+        }])
+    }
+}
+
+type Runs = Arc<Mutex<Vec<(String, usize)>>>;
+
+fn worker(cost: Duration, instances: usize) -> (Worker, Runs) {
+    let runs: Runs = Arc::default();
+    let backends = (0..instances)
+        .map(|_| {
+            Box::new(Probe {
+                cost,
+                runs: runs.clone(),
+                signature: Signature {
+                    inputs: vec![],
+                    outputs: vec![],
+                },
+                properties: BTreeMap::new(),
+            }) as Box<dyn Backend>
+        })
+        .collect();
+    let recorder = Recorder::new("probe", 1, "probe", "", &BTreeMap::new(), None);
+    let policy = Policy {
+        max_rows: 64,
+        preferred: vec![],
+        max_delay: Duration::ZERO,
+    };
+    let w = Worker::spawn("probe", backends, policy, true, 1024, recorder.for_runs()).unwrap();
+    (w, runs)
+}
+
+fn input(values: &[f32]) -> Vec<InputTensor> {
+    vec![InputTensor {
+        name: "x".into(),
+        shape: vec![values.len() as i64, 1],
+        data: Elements::Typed(TensorData::Fp32(values.to_vec())),
+    }]
+}
+
+async fn ask(w: &Worker, values: &[f32]) -> Vec<f32> {
+    let ran = w.run(input(values)).await.expect("run");
+    assert_eq!(ran.outputs[0].shape, vec![values.len() as i64, 1]);
+    match &ran.outputs[0].data {
+        TensorData::Fp32(v) => v.clone(),
+        other => panic!("FP32 expected, got {other:?}"),
+    }
+}
+
+fn on_threads(runs: &Runs) -> (usize, usize) {
+    let runs = lock(runs);
+    let threads = runs.iter().filter(|(t, _)| t.starts_with("infer-")).count();
+    (threads, runs.len() - threads)
+}
+
+/// Asks until a run happens off the inference threads: the first runs of a
+/// fresh thread (cold caches, lazy set-up) cost more than later ones, and
+/// the estimate comes down from them step by step.
+async fn warm(w: &Worker, runs: &Runs) {
+    for _ in 0..500 {
+        ask(w, &[0.0]).await;
+        if on_threads(runs).1 > 0 {
+            return;
+        }
+    }
+    panic!("a free model never ran inline: {:?}", lock(runs));
+}
+
+#[tokio::test]
+async fn a_cheap_model_runs_on_the_calling_thread_once_it_has_shown_it_is_cheap() {
+    let (w, runs) = worker(Duration::ZERO, 2);
+    warm(&w, &runs).await;
+    let before = on_threads(&runs);
+    for k in 0..20 {
+        assert_eq!(ask(&w, &[k as f32]).await, vec![k as f32 * 2.0 + 1.0]);
+    }
+    let runs = lock(&runs);
+    // The first run's cost is not known yet: an inference thread runs it.
+    assert!(runs[0].0.starts_with("infer-"), "{runs:?}");
+    // Once inline, it stays inline.
+    assert!(
+        runs[before.0..]
+            .iter()
+            .all(|(t, _)| !t.starts_with("infer-")),
+        "{runs:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_expensive_model_stays_on_the_inference_threads() {
+    let (w, runs) = worker(INLINE_BELOW * 4, 2);
+    for k in 0..20 {
+        assert_eq!(ask(&w, &[k as f32]).await, vec![k as f32 * 2.0 + 1.0]);
+    }
+    assert_eq!(on_threads(&runs), (20, 0));
+}
+
+#[tokio::test]
+async fn a_model_that_turns_expensive_goes_back_to_the_threads() {
+    let (w, runs) = worker(Duration::ZERO, 1);
+    warm(&w, &runs).await;
+    let (threads, inline) = on_threads(&runs);
+    // One slow run (measured on the calling thread) is enough.
+    w.shared.cost.record(INLINE_BELOW * 20);
+    ask(&w, &[1.0]).await;
+    assert_eq!(on_threads(&runs), (threads + 1, inline));
+}
+
+#[tokio::test]
+async fn requests_that_arrive_together_share_the_leaders_run_and_get_their_own_rows() {
+    let (w, runs) = worker(Duration::ZERO, 2);
+    warm(&w, &runs).await;
+    let warm_runs = lock(&runs).len();
+    let w = Arc::new(w);
+    let tasks: Vec<_> = (0..16)
+        .map(|c| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let values: Vec<f32> = (0..1 + c % 3).map(|r| (c * 10 + r) as f32).collect();
+                let got = ask(&w, &values).await;
+                let want: Vec<f32> = values.iter().map(|a| a * 2.0 + 1.0).collect();
+                assert_eq!(got, want, "client {c}");
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let runs = &lock(&runs)[warm_runs..];
+    // On this single-threaded runtime every task queues before the first
+    // leader gets its turn back: fewer runs than requests.
+    assert!(runs.len() < 16, "{runs:?}");
+    assert!(runs.iter().any(|(_, rows)| *rows > 3), "{runs:?}");
+    let rows: usize = runs.iter().map(|(_, r)| r).sum();
+    assert_eq!(rows, (0..16).map(|c| 1 + c % 3).sum::<usize>());
+}
+
+#[tokio::test]
+async fn a_leader_dropped_before_it_ran_leaves_the_queue_to_the_threads() {
+    let (w, runs) = worker(Duration::ZERO, 1);
+    warm(&w, &runs).await;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    // Boxed, not pinned on the stack: dropping it must drop the future.
+    let mut leader = Box::pin(w.run(input(&[1.0])));
+    // Polled once: it leads and gives the scheduler its turn.
+    assert!(leader.as_mut().poll(&mut cx).is_pending());
+    // Queued behind the leader, which never comes back.
+    let follower = w.run(input(&[2.0]));
+    tokio::pin!(follower);
+    assert!(follower.as_mut().poll(&mut cx).is_pending());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(follower.as_mut().poll(&mut cx).is_pending());
+    drop(leader);
+    let ran = tokio::time::timeout(Duration::from_secs(10), follower)
+        .await
+        .expect("the follower is answered once the leader is gone")
+        .unwrap();
+    assert_eq!(ran.outputs[0].data, TensorData::Fp32(vec![5.0]));
+    assert!(lock(&runs).last().unwrap().0.starts_with("infer-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_callers_on_many_threads_each_get_their_own_rows() {
+    let (w, _) = worker(Duration::from_micros(5), 2);
+    let w = Arc::new(w);
+    let tasks: Vec<_> = (0..32)
+        .map(|c| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                for k in 0..50 {
+                    let values: Vec<f32> = (0..1 + (c + k) % 4)
+                        .map(|r| (c * 1000 + k * 10 + r) as f32)
+                        .collect();
+                    let want: Vec<f32> = values.iter().map(|a| a * 2.0 + 1.0).collect();
+                    assert_eq!(ask(&w, &values).await, want, "client {c} request {k}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
