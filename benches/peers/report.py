@@ -270,10 +270,13 @@ def table(work, out, markdown):
         md.append("Ratio: tiny against `bare`; mlp and cnn against the compute ceiling 1/(1/bare + 1/ORT best), bare carrying requests of the model's size.\n")
         md.append("| model | protocol | c | " + " | ".join(present) + " |")
         md.append("|---|---|--:|" + "--:|" * len(present))
-        for key in sorted({(r["model"], r["protocol"], r["c"]) for r in crow}, key=lambda k: (["tiny", "mlp", "cnn"].index(k[0]), ["http-json", "http-binary", "grpc"].index(k[1]), k[2])):
+        # One row per model/protocol/c, in the same order in both tables.
+        keys = sorted({(r["model"], r["protocol"], r["c"]) for r in crow}, key=lambda k: (["tiny", "mlp", "cnn"].index(k[0]), ["http-json", "http-binary", "grpc"].index(k[1]), k[2]))
+        cell_of = {(r["model"], r["protocol"], r["c"], r["server"]): r for r in crow}
+        for key in keys:
             cells = []
             for s in present:
-                r = next((r for r in crow if (r["model"], r["protocol"], r["c"], r["server"]) == (*key, s)), None)
+                r = cell_of.get((*key, s))
                 if r is None:
                     cells.append("n/a" if [s, key[1]] in settings.get("not_applicable", []) else "")
                 else:
@@ -286,10 +289,10 @@ def table(work, out, markdown):
         md.append(f"### {tools}: latency p50 / p99, µs\n")
         md.append("| model | protocol | c | " + " | ".join(present) + " |")
         md.append("|---|---|--:|" + "--:|" * len(present))
-        for key in sorted({(r["model"], r["protocol"], r["c"]) for r in crow}, key=lambda k: (["tiny", "mlp", "cnn"].index(k[0]), ["http-json", "http-binary", "grpc"].index(k[1]), k[2])):
+        for key in keys:
             cells = []
             for s in present:
-                r = next((r for r in crow if (r["model"], r["protocol"], r["c"], r["server"]) == (*key, s)), None)
+                r = cell_of.get((*key, s))
                 cells.append(f"{si(r['p50_us'])} / {si(r['p99_us'])}" if r else ("n/a" if [s, key[1]] in settings.get("not_applicable", []) else ""))
             md.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
         md.append("")
