@@ -28,7 +28,8 @@
 # where bare_payload_qps is the bare server carrying requests of the model's
 # input size and ort_best the best rows/s of ONNX Runtime in-process with one
 # thread (examples/ort_ceiling). Also infergate / triton-cache and infergate /
-# mlserver, and each server's RSS after loading and after the run.
+# mlserver, and each server's RSS after loading and after the run, and
+# infergate's after SWAPS (1000) hot swaps of tiny's version.
 #
 # All servers run on core SERVER_CPU, the clients on CLIENT_CPU (taskset);
 # all servers are started up front and the rounds alternate them (A B C ... A
@@ -49,7 +50,7 @@
 # the README tables to table.md beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COMMAND="$(env | grep -E '^(DURATION|WARMUP|ROUNDS|SERVER_CPU|CLIENT_CPU|SERVERS|MODELS|PROTOCOLS|CS|LOADTEST_MODELS|MLSERVER_WORKERS|ORT_SECONDS|SKIP_BUILD|OUT)=' | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash benches/peers.sh $*"
+COMMAND="$(env | grep -E '^(DURATION|WARMUP|ROUNDS|SERVER_CPU|CLIENT_CPU|SERVERS|MODELS|PROTOCOLS|CS|LOADTEST_MODELS|MLSERVER_WORKERS|ORT_SECONDS|SWAPS|SKIP_BUILD|OUT)=' | sed -E "s/=(.*)/='\1'/" | tr '\n' ' ')bash benches/peers.sh $*"
 began=$SECONDS
 
 DURATION=${DURATION:-5s}
@@ -66,6 +67,7 @@ LOADTEST_MODELS=${LOADTEST_MODELS-tiny}
 # worker process only adds a hop).
 MLSERVER_WORKERS=${MLSERVER_WORKERS:-0}
 ORT_SECONDS=${ORT_SECONDS:-2}
+SWAPS=${SWAPS:-1000}
 OUT=${OUT:-target/peers/results.json}
 VENV=.venv-peers
 BIN=target/release
@@ -339,6 +341,15 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 for p in "${procs[@]}"; do rss "$p" after-run; done
+# Memory after SWAPS version swaps of tiny (infergate only: the peers here
+# have no hot swap of a version written to their repository that a client
+# could drive the same way), with a client checking answers all along.
+: >"$work/swaps.jsonl"
+if has "${procs[*]}" infergate && [ "$SWAPS" -gt 0 ]; then
+    echo "== infergate: $SWAPS version swaps of tiny" >&2
+    $PY benches/peers/swaps.py "$work/repo/tiny" tiny "${HTTP[infergate]}" "$SWAPS" >>"$work/swaps.jsonl"
+    rss infergate "after-$SWAPS-swaps"
+fi
 
 # ---------------------------------------------------------------- report
 triton_version=$(grep -ho '"server_version":"[^"]*"\|server_version *| *[0-9.]*' "$work"/triton.*.log 2>/dev/null | head -1 | grep -o '[0-9][0-9.]*' || true)
@@ -350,7 +361,7 @@ json.dump({
     "DURATION": "$DURATION", "WARMUP": "$WARMUP", "ROUNDS": $ROUNDS,
     "SERVER_CPU": "$SERVER_CPU", "CLIENT_CPU": "$CLIENT_CPU",
     "SERVERS": "$SERVERS", "MODELS": "$MODELS", "PROTOCOLS": "$PROTOCOLS", "CS": "$CS",
-    "LOADTEST_MODELS": "$LOADTEST_MODELS", "MLSERVER_WORKERS": $MLSERVER_WORKERS, "ORT_SECONDS": "$ORT_SECONDS",
+    "LOADTEST_MODELS": "$LOADTEST_MODELS", "MLSERVER_WORKERS": $MLSERVER_WORKERS, "ORT_SECONDS": "$ORT_SECONDS", "SWAPS": $SWAPS,
     "clients": {"http": "wrk -t1 -cC (one request in flight per connection)",
                 "grpc": "h2load -cC -t1 -m1 -n N (N: DURATION at the rate of a warm-up run)",
                 "loadtest": "target/release/loadtest --concurrency C (closed loop)"},

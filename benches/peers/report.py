@@ -165,6 +165,7 @@ def table(work, out, markdown):
     ort = [json.loads(l) for l in open(f"{work}/ort.jsonl")] if os.path.exists(f"{work}/ort.jsonl") else []
     mem = [json.loads(l) for l in open(f"{work}/rss.jsonl")] if os.path.exists(f"{work}/rss.jsonl") else []
     crashes = [json.loads(l) for l in open(f"{work}/crashes.jsonl")] if os.path.exists(f"{work}/crashes.jsonl") else []
+    swaps = [json.loads(l) for l in open(f"{work}/swaps.jsonl")] if os.path.exists(f"{work}/swaps.jsonl") else []
     verified = [json.loads(l) for l in open(f"{work}/verify.jsonl")] if os.path.exists(f"{work}/verify.jsonl") else []
     settings = json.load(open(f"{work}/settings.json"))
 
@@ -253,6 +254,11 @@ def table(work, out, markdown):
         print("\nmemory, RSS MiB (server process / with its child processes)")
         for m in mem:
             print(f"  {m['server']:<10}{m['when']:<14}{m['rss_kib'] / 1024:>8.1f} / {m['tree_rss_kib'] / 1024:>8.1f}  ({m['processes']} processes)")
+    for w in swaps:
+        print(f"  infergate: {w['swaps']} version swaps of tiny in {w['seconds']} s, {w['failed_loads']} failed loads; "
+              f"{w['requests_during']} requests during them, {w['failed_requests']} failed"
+              + (f" (first: {w['first_failure']})" if w["first_failure"] else "")
+              + (f"; first failed load: {w['first_load_failure']}" if w["first_load_failure"] else ""))
     for c in crashes:
         print(f"!! {c['server']} (pid {c['pid']}) died during {c['during']}; restarted as pid {c.get('restarted_pid')}")
     total_errors = sum(r["errors"] for r in rows)
@@ -298,12 +304,17 @@ def table(work, out, markdown):
         md.append("")
     if mem:
         md.append("### Memory (RSS, MiB: server process / with child processes)\n")
-        md.append("| server | after loading | after the run |")
-        md.append("|---|--:|--:|")
+        swapped = [f"after-{w['swaps']}-swaps" for w in swaps[:1]]
+        md.append("| server | after loading | after the run |" + "".join(f" after {w['swaps']} version swaps |" for w in swaps[:1]))
+        md.append("|---|--:|--:|" + "--:|" * len(swapped))
         for s in sorted({m["server"] for m in mem}, key=lambda s: SERVERS.index(s) if s in SERVERS else 99):
             cell = lambda when: next((f"{m['rss_kib'] / 1024:.0f} / {m['tree_rss_kib'] / 1024:.0f}" for m in mem if m["server"] == s and m["when"] == when), "")
-            md.append(f"| {s} | {cell('after-loading')} | {cell('after-run')} |")
+            md.append(f"| {s} | {cell('after-loading')} | {cell('after-run')} |" + "".join(f" {cell(w)} |" for w in swapped))
         md.append("")
+        for w in swaps:
+            md.append(f"infergate's {w['swaps']} swaps of `tiny` (new version folder, `POST /v2/repository/models/tiny/load`, old folder removed) "
+                      f"took {w['seconds']} s with {w['failed_loads']} failed loads; a client sending requests all along had "
+                      f"{w['failed_requests']} of {w['requests_during']} fail.\n")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
     md.append(f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores; servers on core {settings['SERVER_CPU']}, "
               f"clients on core {settings['CLIENT_CPU']}; {settings['ROUNDS']} rounds of {settings['DURATION']} per row (median); "
@@ -321,6 +332,7 @@ def table(work, out, markdown):
         "ort_best": ort_best,
         "memory": mem,
         "server_crashes": crashes,
+        "swaps": swaps,
         "verification": verified,
         "runs": runs,
         "failed_requests": total_errors,
