@@ -7,7 +7,7 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test setup-torch build serve test test-rust test-python test-torch lint models torch-models bench compare stats-overhead gpu-check
+.PHONY: setup setup-test setup-torch build serve test test-rust test-python test-torch lint models torch-models bench compare peers stats-overhead gpu-check
 
 # The `torch` feature builds and runs against the CPU-only libtorch that
 # `scripts/setup.sh --torch` assembles in .libtorch/ from PyPI wheels.
@@ -67,6 +67,10 @@ bench: setup
 # infergate against its ceilings, side by side (see the README's Performance section).
 compare: setup
 	bash benches/compare.sh
+
+# infergate beside the bare ceiling, Triton 2.51 and MLServer 1.7.1, one run (its own venv).
+peers: setup
+	bash benches/peers.sh
 
 # On a machine with an NVIDIA GPU: the CNN on cuda:0 vs the CPU, and vs ONNX Runtime in-process.
 gpu-check:

@@ -17,6 +17,10 @@
   report.py table WORK OUT MARKDOWN
       The table on stdout, everything in OUT (JSON), the README tables in
       MARKDOWN.
+  report.py merge OUT MARKDOWN RESULTS.json...
+      Several runs' results as one table: each row the median of every
+      run's rounds (what the README shows: one 3 s round per row is noisy
+      on a shared machine).
 """
 
 import datetime
@@ -340,6 +344,33 @@ def table(work, out, markdown):
     print(f"details in {out}; README tables in {markdown}")
 
 
+def merge(out, markdown, results):
+    """Several runs' results.json as one: every run's rounds in one table
+    (the median of all of them per row); ONNX Runtime, memory and swaps from
+    the last run, whose settings are kept with ROUNDS the total."""
+    import tempfile
+    loaded = [json.load(open(p)) for p in results]
+    with tempfile.TemporaryDirectory() as work:
+        os.makedirs(f"{work}/runs")
+        rounds = 0
+        for i, res in enumerate(loaded):
+            with open(f"{work}/runs/run{i}.json", "w") as f:
+                for r in res["runs"]:
+                    f.write(json.dumps({**r, "round": rounds + r["round"]}) + "\n")
+            rounds += res["settings"]["ROUNDS"]
+        last = loaded[-1]
+        for name, rows in [("ort", last["ort"]), ("rss", last["memory"]), ("swaps", last.get("swaps", [])),
+                           ("crashes", [c for res in loaded for c in res["server_crashes"]]),
+                           ("verify", last["verification"])]:
+            with open(f"{work}/{name}.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+        settings = dict(last["settings"])
+        settings["ROUNDS"] = rounds
+        settings["command"] = f"{len(loaded)} runs of " + last["settings"]["command"].strip()
+        json.dump(settings, open(f"{work}/settings.json", "w"))
+        table(work, out, markdown)
+
+
 def main():
     cmd = sys.argv[1:2]
     if cmd == ["run"]:
@@ -360,6 +391,8 @@ def main():
         print(json.dumps(rss(sys.argv[2])))
     elif cmd == ["table"]:
         table(*sys.argv[2:5])
+    elif cmd == ["merge"]:
+        merge(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         sys.exit(__doc__)
 
