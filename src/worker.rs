@@ -348,34 +348,13 @@ fn run_recorded(
     backend: &mut dyn Backend,
     inputs: Vec<Tensor>,
 ) -> Result<Vec<Tensor>, BackendError> {
-    // The model's cost is what this run costs wherever it runs: the model
-    // and its statistics, not the answers' wake-ups. Waking a parked I/O
-    // thread is a syscall on an inference thread and nothing on the I/O
-    // thread itself; counted, it priced `tiny` on the threads above
-    // INLINE_BELOW and kept it there (measured at c=8: a fifth of the
-    // server's core on the inference thread, a quarter of that in
-    // eventfd_write).
-    let started = Instant::now();
-    let cpu = thread_cpu();
-    let result = match &shared.windows {
-        None => backend.run(inputs),
-        Some(windows) => {
-            windows.record_inputs(index, &inputs);
-            let outputs = backend.run(inputs);
-            if let Ok(outputs) = &outputs {
-                windows.record_outputs(index, outputs);
-            }
-            outputs
-        }
+    let Some(windows) = &shared.windows else {
+        return backend.run(inputs);
     };
-    // Without a thread clock the wall clock stands in: it over-counts, which
-    // errs towards the inference threads.
-    let took = match (cpu, thread_cpu()) {
-        (Some(before), Some(after)) => after.saturating_sub(before),
-        _ => started.elapsed(),
-    };
-    shared.cost.record(took);
-    result
+    windows.record_inputs(index, &inputs);
+    let outputs = backend.run(inputs)?;
+    windows.record_outputs(index, &outputs);
+    Ok(outputs)
 }
 
 /// Blocks until there is a batch to run; `None` once the worker is closed
@@ -432,7 +411,16 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
 }
 
 fn execute(shared: &Shared, index: usize, backend: &mut dyn Backend, batch: Vec<Job>) {
-    run_batch(shared, index, backend, batch, Instant::now());
+    let started = Instant::now();
+    let cpu = thread_cpu();
+    run_batch(shared, index, backend, batch, started);
+    // Without a thread clock the wall clock stands in: it over-counts, which
+    // errs towards the inference threads.
+    let took = match (cpu, thread_cpu()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => started.elapsed(),
+    };
+    shared.cost.record(took);
 }
 
 /// CPU time this thread has used. A run's cost is judged by it, not by the
