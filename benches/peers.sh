@@ -344,9 +344,10 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 for p in "${procs[@]}"; do rss "$p" after-run; done
-# Memory after SWAPS version swaps of tiny (infergate only: the peers here
-# have no hot swap of a version written to their repository that a client
-# could drive the same way), with a client checking answers all along.
+# Memory after SWAPS version swaps of tiny, with a client checking answers
+# all along. infergate only, for now: Triton runs here in its default
+# model-control mode (none), where a load request is refused; the same
+# swaps against it would need a second Triton in explicit mode.
 : >"$work/swaps.jsonl"
 if has "${procs[*]}" infergate && [ "$SWAPS" -gt 0 ]; then
     echo "== infergate: $SWAPS version swaps of tiny" >&2
