@@ -19,7 +19,13 @@ import sys
 def main(paths):
     runs = [json.load(open(p)) for p in paths]
     rows = [{(r["client"], r["model"], r["protocol"], r["c"], r["server"]): r for r in run["rows"]} for run in runs]
-    checks = []  # (target, [(figure text, met)] per run)
+    checks = []  # (target, [(figure text, met, figure)] per run; met None: not measured)
+    missing = ("-", None, None)
+
+    def ratio_at_least(r, need=0.95):
+        if not r or r["ratio"] is None:
+            return missing
+        return (f"{r['ratio']:.2f}", r["ratio"] >= need, r["ratio"])
 
     def check(target, per_run):
         checks.append((target, per_run))
@@ -33,7 +39,7 @@ def main(paths):
                 out = []
                 for rs in rows:
                     r = rs.get((client, "tiny", proto, c, "infergate"))
-                    out.append((f"{r['ratio']:.2f}", r["ratio"] >= 0.95) if r and r["ratio"] is not None else ("-", None))
+                    out.append(ratio_at_least(r))
                 check(f"{client:<8} tiny {proto:<11} c={c:<2} >= 0.95x bare", out)
     for proto in ["grpc", "http-binary"]:
         out = []
@@ -45,9 +51,9 @@ def main(paths):
                 ort, src = float(os.environ.get("TINY_ORT_P50_US", "4")), "env"
             if ig and bare:
                 bound = bare["p50_us"] + ort + 10
-                out.append((f"{ig['p50_us']:.0f}<={bound:.0f}({src})", ig["p50_us"] <= bound))
+                out.append((f"{ig['p50_us']:.0f}<={bound:.0f}({src})", ig["p50_us"] <= bound, ig["p50_us"]))
             else:
-                out.append(("-", None))
+                out.append(missing)
         check(f"lean     tiny {proto:<11} c=1  p50 <= bare p50 + ORT b1 + 10 us", out)
     for client in clients:
         for model in ["mlp", "cnn"]:
@@ -56,8 +62,8 @@ def main(paths):
                     out = []
                     for rs in rows:
                         r = rs.get((client, model, proto, c, "infergate"))
-                        out.append((f"{r['ratio']:.2f}", r["ratio"] >= 0.95) if r and r["ratio"] is not None else ("-", None))
-                    if any(m is not None for _, m in out):
+                        out.append(ratio_at_least(r))
+                    if any(m is not None for _, m, _ in out):
                         check(f"{client:<8} {model:<4} {proto:<11} c={c:<2} >= 0.95x compute ceiling", out)
     for client in clients:
         for proto in ["http-json", "http-binary", "grpc"]:
@@ -66,20 +72,24 @@ def main(paths):
                     out = []
                     for rs in rows:
                         ig, p = rs.get((client, "tiny", proto, c, "infergate")), rs.get((client, "tiny", proto, c, peer))
-                        out.append((f"x{ig['qps'] / p['qps']:.2f}", ig["qps"] >= need * p["qps"]) if ig and p and p["qps"] else ("-", None))
-                    if any(m is not None for _, m in out):
+                        if ig and p and p["qps"]:
+                            x = ig["qps"] / p["qps"]
+                            out.append((f"x{x:.2f}", x >= need, x))
+                        else:
+                            out.append(missing)
+                    if any(m is not None for _, m, _ in out):
                         check(f"{client:<8} tiny {proto:<11} c={c:<2} >= {need:g}x {peer}", out)
 
     width = max(len(t) for t, _ in checks)
     print(f"{'target':<{width}}  " + "  ".join(f"run{i + 1:<10}" for i in range(len(runs))) + "  median   verdict")
     met_all = 0
     for target, out in checks:
-        known = [m for _, m in out if m is not None]
+        known = [m for _, m, _ in out if m is not None]
         verdict = "met" if known and all(known) else (f"met in {known.count(True)} of {len(known)}" if known else "n/a")
         met_all += verdict == "met"
-        figures = sorted(float(f.split("<=")[0].lstrip("x")) for f, m in out if m is not None)
+        figures = [v for _, m, v in out if m is not None]
         median = f"{statistics.median(figures):.2f}" if figures else "-"
-        print(f"{target:<{width}}  " + "  ".join(f"{f + ('' if m else ' x') if m is not None else f:<13}" for f, m in out)
+        print(f"{target:<{width}}  " + "  ".join(f"{f + ('' if m else ' x') if m is not None else f:<13}" for f, m, _ in out)
               + f"  {median:<8} {verdict}")
     print(f"\n{met_all} of {len(checks)} targets met in every run (x: missed in that run)")
     print("\nmemory, RSS MiB (server process / with its children)")

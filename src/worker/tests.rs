@@ -13,9 +13,11 @@ use crate::tensor::TensorData;
 
 /// y = 2x + 1 over FP32 input "x", burning `cost` of CPU per run, and
 /// noting which thread ran each run and how many rows it carried.
+type Runs = Arc<Mutex<Vec<(String, usize)>>>;
+
 struct Probe {
     cost: Duration,
-    runs: Arc<Mutex<Vec<(String, usize)>>>,
+    runs: Runs,
     signature: Signature,
     properties: BTreeMap<String, String>,
 }
@@ -48,8 +50,6 @@ impl Backend for Probe {
         }])
     }
 }
-
-type Runs = Arc<Mutex<Vec<(String, usize)>>>;
 
 fn worker(cost: Duration, instances: usize) -> (Worker, Runs) {
     let runs: Runs = Arc::default();
