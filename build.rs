@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `bytes` fields as Bytes: raw tensors are sliced out of the
         // received buffer instead of copied into a Vec of their own.
         .bytes(".")
-        .compile_protos(&["proto/inference.proto"], &["proto"])?;
+        .compile_protos(
+            &["proto/inference.proto", "proto/feedback.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

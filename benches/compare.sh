@@ -13,6 +13,8 @@
 #
 #   bash benches/compare.sh                  # DURATION=5s ROUNDS=2 by default
 #   DURATION=10s ROUNDS=3 bash benches/compare.sh
+#   IG_BIN=/tmp/infergate-before bash benches/compare.sh   # another build of infergate
+#                                             # (a request-path change's "before")
 # Writes the table to stdout and everything measured to $OUT (default
 # target/compare/results.json).
 set -euo pipefail
@@ -29,6 +31,7 @@ bash scripts/setup.sh >/dev/null
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$PWD/.ort/libonnxruntime.so.1.31.1}
 cargo build --release --locked --workspace --bins --example ort_ceiling
 BIN=target/release
+IG_BIN=${IG_BIN:-$BIN/infergate}
 
 source benches/lib.sh
 mkdir -p "$work/repo" "$work/runs" "$(dirname "$OUT")"
@@ -37,7 +40,7 @@ cp -r models/tiny benches/models/mlp benches/models/cnn "$work/repo/"
 IG_HTTP=$(free_port); IG_GRPC=$(free_port); IG_METRICS=$(free_port)
 BARE_HTTP=$(free_port); BARE_GRPC=$(free_port)
 
-start infergate taskset -c "$SERVER_CPU" $BIN/infergate serve --model-repository "$work/repo" --poll-interval 0s \
+start infergate taskset -c "$SERVER_CPU" "$IG_BIN" serve --model-repository "$work/repo" --poll-interval 0s \
     --http-port "$IG_HTTP" --grpc-port "$IG_GRPC" --metrics-port "$IG_METRICS"
 start bare taskset -c "$SERVER_CPU" $BIN/bare-ceiling --http-port "$BARE_HTTP" --grpc-port "$BARE_GRPC"
 wait_ready "http://127.0.0.1:$IG_HTTP/v2/health/ready" infergate

@@ -106,6 +106,36 @@ pub enum Error {
 
     #[error("this endpoint needs the control token: send `Authorization: Bearer <token>`")]
     Unauthorized,
+
+    /// Some labels of a feedback call were refused; the others were applied.
+    #[error("{} of the labels sent were refused ({}), {applied} applied", invalid.len(), invalid_labels(invalid))]
+    InvalidLabels {
+        applied: u64,
+        replaced: u64,
+        unknown: Vec<String>,
+        invalid: Vec<InvalidLabel>,
+    },
+}
+
+/// A label refused by a feedback call: where it was in the list, its id,
+/// and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InvalidLabel {
+    pub index: usize,
+    pub id: String,
+    pub error: String,
+}
+
+fn invalid_labels(invalid: &[InvalidLabel]) -> String {
+    let mut said: Vec<String> = invalid
+        .iter()
+        .take(5)
+        .map(|i| format!("labels[{}] id '{}': {}", i.index, i.id, i.error))
+        .collect();
+    if invalid.len() > 5 {
+        said.push(format!("and {} more", invalid.len() - 5));
+    }
+    said.join("; ")
 }
 
 /// How an error is classed: one per status an adapter can return. Also the
@@ -154,6 +184,7 @@ impl Error {
             | Error::UnknownOutput { .. }
             | Error::SchemaViolation { .. }
             | Error::BadRequest(_)
+            | Error::InvalidLabels { .. }
             | Error::LoadFailed { .. } => ErrorKind::InvalidArgument,
             Error::VersionUnavailable { .. }
             | Error::ModelUnavailable(_)

@@ -20,6 +20,7 @@ pub mod backend;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod feedback;
 pub mod grpc;
 pub mod http;
 pub mod model;

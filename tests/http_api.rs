@@ -135,7 +135,8 @@ async fn nested_data_and_output_selection() {
     assert_eq!(outputs[0]["name"], "label");
     let want: Vec<i64> = (0..3).map(|i| d.expected_label("2", i)).collect();
     assert_eq!(outputs[0]["data"], json!(want));
-    assert!(r.get("id").is_none());
+    // No id sent: the server made one, so that a label can follow.
+    assert_eq!(r["id"].as_str().map(str::len), Some(36), "{r}");
     s.stop().await;
 }
 

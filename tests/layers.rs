@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("window::sketch", 1),
     ("window::summary", 1),
     ("worker", 2),
+    ("feedback", 2),
+    ("feedback::tally", 2),
     ("monitor", 2),
     ("monitor::recorder", 2),
     ("monitor::serve", 2),

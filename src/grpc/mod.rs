@@ -22,6 +22,11 @@ pub mod pb {
     tonic::include_proto!("inference");
 }
 
+/// Generated from `proto/feedback.proto`: infergate's own services.
+pub mod v1 {
+    tonic::include_proto!("infergate.v1");
+}
+
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
 /// The one place core errors become gRPC statuses.
@@ -45,6 +50,7 @@ pub async fn serve(
     let limit = state.max_request_bytes();
     // Compressed messages are accepted as Triton accepts them; answers are
     // compressed only for clients that say they take it.
+    let state_for_feedback = state.clone();
     let service = GrpcInferenceServiceServer::new(Adapter { state })
         .accept_compressed(CompressionEncoding::Gzip)
         .accept_compressed(CompressionEncoding::Deflate)
@@ -52,8 +58,14 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Deflate)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
+    let feedback = v1::feedback_server::FeedbackServer::new(Adapter {
+        state: state_for_feedback,
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(limit);
     tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(feedback)
         .serve_with_incoming_shutdown(
             // tonic ignores `.tcp_nodelay` for an incoming stream it did not
             // bind itself; without TCP_NODELAY, Nagle plus the client's
@@ -292,5 +304,36 @@ impl GrpcInferenceService for Adapter {
             .await
             .map_err(|e| status_of(&e))?;
         Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::feedback_server::Feedback for Adapter {
+    async fn send_labels(
+        &self,
+        req: Request<v1::SendLabelsRequest>,
+    ) -> Result<Response<v1::SendLabelsResponse>, Status> {
+        let req = req.into_inner();
+        let labels = req
+            .labels
+            .into_iter()
+            .map(|l| crate::feedback::LabelIn {
+                id: l.id,
+                values: if l.values.is_empty() {
+                    Err("a label needs at least one value".to_string())
+                } else {
+                    Ok(l.values)
+                },
+            })
+            .collect();
+        let outcome = self
+            .state
+            .feedback(&req.model, labels)
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(v1::SendLabelsResponse {
+            applied: outcome.applied,
+            replaced: outcome.replaced,
+            unknown: outcome.unknown,
+        }))
     }
 }

@@ -253,6 +253,50 @@ pub fn encode_response(
     }
 }
 
+/// `{"labels": [{"id": "...", "label": 3}, {"id": "...", "label": [1, 0]}]}`:
+/// a body that is not this is refused whole; an item whose label is not a
+/// number or a list of numbers is kept, marked invalid, so that the others
+/// are still applied.
+pub fn decode_labels(body: &[u8]) -> Result<Vec<crate::feedback::LabelIn>, Error> {
+    #[derive(Deserialize)]
+    struct Body {
+        labels: Vec<Item>,
+    }
+    #[derive(Deserialize)]
+    struct Item {
+        id: String,
+        label: Value,
+    }
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| {
+        Error::BadRequest(format!(
+            "invalid feedback body (expected {{\"labels\": [{{\"id\": ..., \"label\": ...}}]}}): {e}"
+        ))
+    })?;
+    let number = |v: &Value| v.as_f64().filter(|_| v.is_number());
+    Ok(parsed
+        .labels
+        .into_iter()
+        .map(|item| {
+            let values = match &item.label {
+                Value::Array(rows) => rows
+                    .iter()
+                    .map(number)
+                    .collect::<Option<Vec<f64>>>()
+                    .ok_or_else(|| "a label list must hold only numbers".to_string()),
+                v => number(v).map(|x| vec![x]).ok_or_else(|| {
+                    format!(
+                        "label {v} is not a number (a class index or a value) or a list of them"
+                    )
+                }),
+            };
+            crate::feedback::LabelIn {
+                id: item.id,
+                values,
+            }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -257,9 +257,56 @@ async fn model_route(
                 Err(e) => from_error(&e),
             }
         }
+        (["feedback"], &Method::POST) if version.is_none() => {
+            let body = match read_body(state, req).await {
+                Ok(b) => b,
+                Err(r) => return r.into_response(),
+            };
+            let labels = match codec::decode_labels(&body) {
+                Ok(l) => l,
+                Err(e) => return from_error(&e),
+            };
+            match state.feedback(model, labels) {
+                Ok(outcome) => json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(outcome).expect("serialises"),
+                ),
+                // The valid labels were applied: say which were not, and
+                // what the rest did.
+                Err(e) => match &e {
+                    Error::InvalidLabels {
+                        applied,
+                        replaced,
+                        unknown,
+                        invalid,
+                    } => json_response(
+                        StatusCode::BAD_REQUEST,
+                        &json!({
+                            "error": e.to_string(),
+                            "applied": applied,
+                            "replaced": replaced,
+                            "unknown": unknown,
+                            "invalid": invalid,
+                        }),
+                    ),
+                    _ => from_error(&e),
+                },
+            }
+        }
+        (["accuracy"], &Method::GET) if version.is_none() => match state.accuracy(model) {
+            Ok(report) => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(report).expect("report serialises"),
+            ),
+            Err(e) => from_error(&e),
+        },
         (["infer"], &Method::POST) => infer(state, req, model, version).await,
         ([] | ["ready"] | ["stats"] | ["health"] | ["infer"], _) => not_allowed(),
-        (["promote" | "rollback" | "shadow" | "compare"], _) if version.is_none() => not_allowed(),
+        (["promote" | "rollback" | "shadow" | "compare" | "feedback" | "accuracy"], _)
+            if version.is_none() =>
+        {
+            not_allowed()
+        }
         _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -42,6 +42,8 @@ pub struct ModelVersion {
     pub batching: Option<crate::batcher::Policy>,
     pub health: crate::monitor::HealthConfig,
     pub loaded_at: SystemTime,
+    /// Which output labels are judged against, when one can be.
+    pub judge: Option<crate::feedback::Judge>,
 }
 
 /// What the repository index says of a version.
@@ -93,6 +95,9 @@ pub struct ModelEntry {
     /// The `[shadow]` of config.toml last applied: applied again only when
     /// it changes, so that the API's changes stand until then.
     pub config_shadow: Option<crate::rollout::shadow::Spec>,
+    /// Recent predictions by request id, joined with labels: one per
+    /// model, so that it outlives version swaps.
+    pub feedback: Option<Arc<crate::feedback::Feedback>>,
 }
 
 impl ModelEntry {
@@ -153,6 +158,13 @@ impl ModelTable {
     }
 }
 
+/// Where a request goes (see [`Registry::route`]).
+pub struct Route {
+    pub version: Arc<ModelVersion>,
+    pub shadow: Option<Arc<crate::rollout::shadow::Shadow>>,
+    pub feedback: Option<Arc<crate::feedback::Feedback>>,
+}
+
 #[derive(Default)]
 pub struct Registry {
     table: ArcSwap<ModelTable>,
@@ -174,27 +186,27 @@ impl Registry {
         self.publish(table);
     }
 
-    /// `resolve`, plus the model's shadow when the request goes to the
-    /// primary (names no version).
-    pub fn resolve_with_shadow(
-        &self,
-        model: &str,
-        version: Option<&str>,
-    ) -> Result<
-        (
-            Arc<ModelVersion>,
-            Option<Arc<crate::rollout::shadow::Shadow>>,
-        ),
-        Error,
-    > {
-        // One snapshot for both: the version and the shadow agree.
+    /// `resolve`, plus what else a request of the model touches: the
+    /// shadow when the request goes to the primary (names no version), and
+    /// the feedback index when the version's answers can be judged.
+    pub fn route(&self, model: &str, version: Option<&str>) -> Result<Route, Error> {
+        // One snapshot for all: the version, the shadow and the index agree.
         let table = self.table.load();
         let v = resolve_in(&table, model, version)?;
+        let entry = table.models.get(model);
         let shadow = match version.filter(|v| !v.is_empty()) {
-            None => table.models.get(model).and_then(|e| e.shadow.clone()),
+            None => entry.and_then(|e| e.shadow.clone()),
             Some(_) => None,
         };
-        Ok((v, shadow))
+        let feedback = match v.judge {
+            Some(_) => entry.and_then(|e| e.feedback.clone()),
+            None => None,
+        };
+        Ok(Route {
+            version: v,
+            shadow,
+            feedback,
+        })
     }
 
     /// The version a request addresses: the one named, or the one serving.

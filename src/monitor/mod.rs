@@ -27,6 +27,11 @@ pub struct HealthConfig {
     /// answer is `warn`, and `fail`.
     pub error_rate_warn: f64,
     pub error_rate_fail: f64,
+    /// Labelled rows needed before live accuracy is judged.
+    pub min_labels: u64,
+    /// Live accuracy this far below the training accuracy (metadata's
+    /// `heldout_accuracy`): the model is wrong.
+    pub max_accuracy_drop: f64,
 }
 
 impl Default for HealthConfig {
@@ -35,6 +40,8 @@ impl Default for HealthConfig {
             max_age_days: 90.0,
             error_rate_warn: 0.01,
             error_rate_fail: 0.05,
+            min_labels: 100,
+            max_accuracy_drop: 0.05,
         }
     }
 }
@@ -94,6 +101,17 @@ pub const DRIFT_DETECTED: &str = "infergate_drift_detected";
 pub const SHADOW_REQUESTS: &str = "infergate_shadow_requests_total";
 pub const SHADOW_AGREEMENT: &str = "infergate_shadow_agreement_ratio";
 pub const SHADOW_MEAN_ABS_DIFF: &str = "infergate_shadow_mean_abs_diff";
+pub const LIVE_ACCURACY: &str = "infergate_live_accuracy";
+pub const LIVE_MAE: &str = "infergate_live_mae";
+pub const LIVE_RMSE: &str = "infergate_live_rmse";
+pub const FEEDBACK_LABELS: &str = "infergate_feedback_labels_total";
+pub const FEEDBACK_UNKNOWN: &str = "infergate_feedback_unknown_total";
+pub const FEEDBACK_EVICTED: &str = "infergate_feedback_evicted_total";
+pub const FEEDBACK_INDEXED: &str = "infergate_feedback_predictions";
+pub const LOG_RECORDS: &str = "infergate_log_records_total";
+pub const LOG_DROPPED: &str = "infergate_log_dropped_total";
+pub const LOG_ERRORS: &str = "infergate_log_errors_total";
+pub const LOG_FILES: &str = "infergate_log_files_total";
 
 /// Rows per model run.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -245,6 +263,44 @@ fn describe() {
     describe_gauge!(
         DRIFT_DETECTED,
         "1 when the last window crossed a drift threshold, else 0."
+    );
+    describe_gauge!(
+        LIVE_ACCURACY,
+        "Right rows over labelled rows since the version loaded (ground truth from the feedback API)."
+    );
+    describe_gauge!(
+        LIVE_MAE,
+        "Mean absolute error over labelled rows (regression)."
+    );
+    describe_gauge!(
+        LIVE_RMSE,
+        "Root mean squared error over labelled rows (regression)."
+    );
+    describe_counter!(
+        FEEDBACK_LABELS,
+        "Labelled rows applied, by model and version."
+    );
+    describe_counter!(
+        FEEDBACK_UNKNOWN,
+        "Labels for ids with no prediction in the index (never seen, evicted or too old)."
+    );
+    describe_counter!(
+        FEEDBACK_EVICTED,
+        "Predictions dropped from the feedback index before a label came (count or age bound)."
+    );
+    describe_gauge!(FEEDBACK_INDEXED, "Predictions held for labels now.");
+    describe_counter!(LOG_RECORDS, "Records written to the prediction log.");
+    describe_counter!(
+        LOG_DROPPED,
+        "Prediction log records dropped, by reason (queue_full: the writer lagged; write_error)."
+    );
+    describe_counter!(
+        LOG_ERRORS,
+        "Prediction log files that could not be opened, written or closed."
+    );
+    describe_counter!(
+        LOG_FILES,
+        "Prediction log files closed and renamed into place."
     );
     PROCESS
         .get_or_init(metrics_process::Collector::default)

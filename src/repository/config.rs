@@ -22,6 +22,13 @@
 //!
 //! [health]
 //! max_age_days = 90                 # older than this (since trained_at): stale
+//! min_labels = 100                  # live accuracy judged from this many labelled rows
+//! max_accuracy_drop = 0.05          # below training accuracy by more: the model is wrong
+//!
+//! [feedback]                        # predictions kept for labels (POST .../feedback)
+//! keep = "7d"
+//! max_predictions = 100000          # 0: no index, no feedback
+//! output = "label"                  # default: the gate's output, else the first class output
 //!
 //! [[inputs]]                        # override or narrow what the model file says
 //! name = "input"
@@ -175,6 +182,9 @@ pub struct ModelConfig {
     /// The deployment gate's checks (see `gate.rs`).
     #[serde(default)]
     pub gate: crate::rollout::gate::GateConfig,
+    /// The index of recent predictions that labels are joined with.
+    #[serde(default)]
+    pub feedback: crate::feedback::FeedbackConfig,
 }
 
 /// `[stats]`: overrides of the server-wide window settings.

@@ -197,9 +197,13 @@ impl Repository {
             .shadow
             .take()
             .ok_or_else(|| Error::Conflict(format!("model '{name}' has no shadow")))?;
+        let live = entry
+            .feedback
+            .as_ref()
+            .and_then(|f| f.pair(&shadow.spec.target.key()));
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, "shadow off");
-        Ok(shadow.report())
+        Ok(shadow.report(live))
     }
 }
 

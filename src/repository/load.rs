@@ -96,6 +96,15 @@ fn load_version_blocking(
     let batching = config.batching(&signature)?;
     let schema =
         crate::schema::Schema::compile(&config.schema, &signature).map_err(ConfigError::new)?;
+    let judge = crate::feedback::Judge::of(
+        &signature,
+        config
+            .feedback
+            .output
+            .as_deref()
+            .or(config.gate.output.as_deref()),
+    )
+    .map_err(ConfigError::new)?;
     let sha256 = backend::model_file(dir)
         .and_then(|p| std::fs::read(p).ok())
         .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
@@ -162,6 +171,7 @@ fn load_version_blocking(
         schema: (!schema.is_empty()).then_some(schema),
         health: config.health.clone(),
         loaded_at: std::time::SystemTime::now(),
+        judge,
     })
 }
 

@@ -43,6 +43,7 @@ impl Repository {
             shadow: previous.shadow.clone(),
             pinned: previous.pinned.clone(),
             config_shadow: previous.config_shadow.clone(),
+            feedback: Some(self.feedback_of(name, &config, previous)),
             ..ModelEntry::default()
         };
         if let (
@@ -108,6 +109,31 @@ impl Repository {
         }
         self.roll_out(name, &config, previous, &mut entry);
         entry
+    }
+
+    /// The model's feedback index: the one it had, with the bounds of
+    /// `config`, or a new one.
+    fn feedback_of(
+        &self,
+        name: &str,
+        config: &ModelConfig,
+        previous: &ModelEntry,
+    ) -> Arc<crate::feedback::Feedback> {
+        let d = &self.defaults.window;
+        let window = config.stats.window.unwrap_or(d.length);
+        let kept = config.stats.keep.unwrap_or(d.keep);
+        match &previous.feedback {
+            Some(f) => {
+                f.configure(config.feedback.clone(), window, kept);
+                f.clone()
+            }
+            None => Arc::new(crate::feedback::Feedback::new(
+                name,
+                config.feedback.clone(),
+                window,
+                kept,
+            )),
+        }
     }
 
     /// Sets the shadow `config.toml` asks for (or none).

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::compare::{OutputReport, OutputTally};
 use crate::backend::Signature;
+use crate::feedback::PairAccuracy;
 use crate::monitor::{SHADOW_AGREEMENT, SHADOW_MEAN_ABS_DIFF, SHADOW_REQUESTS};
 use crate::tensor::Tensor;
 use crate::window::latency;
@@ -30,6 +31,16 @@ pub enum Target {
     Version(u64),
     /// Another model taking the same inputs (its serving version).
     Model(String),
+}
+
+impl Target {
+    /// How the feedback index and reports name the target.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Version(v) => format!("version {v}"),
+            Target::Model(m) => format!("model {m}"),
+        }
+    }
 }
 
 /// What a shadow mirrors when `sample_rate` is not given: everything.
@@ -69,6 +80,11 @@ pub struct Promotion {
     pub max_mean_abs_diff: Option<f64>,
     /// Share of the primary's traffic mirrored to the candidate.
     pub sample_rate: f64,
+    /// Live accuracy (from labels) of the candidate minus the primary's on
+    /// the same requests, at least; unset: labels are not waited for.
+    pub min_accuracy_gain: Option<f64>,
+    /// Labelled rows both must have before the gain is judged.
+    pub min_labels: u64,
 }
 
 impl Default for Promotion {
@@ -78,6 +94,8 @@ impl Default for Promotion {
             min_agreement: 0.99,
             max_mean_abs_diff: None,
             sample_rate: DEFAULT_SAMPLE_RATE,
+            min_accuracy_gain: None,
+            min_labels: 100,
         }
     }
 }
@@ -190,8 +208,27 @@ impl Shadow {
     }
 
     /// Whether the candidate may be promoted, and if not, why not.
-    fn verdict(&self, t: &Tally) -> Option<Result<(), String>> {
+    /// `live`: both versions' accuracy on the labelled mirrored requests.
+    fn verdict(&self, t: &Tally, live: Option<&PairAccuracy>) -> Option<Result<(), String>> {
         let p = self.promotion.as_ref()?;
+        if let Some(gain) = p.min_accuracy_gain {
+            let rows = live.map_or(0, |l| l.shadow.labelled_rows);
+            if rows < p.min_labels {
+                return Some(Err(format!(
+                    "{rows} of min_labels {} labelled rows for min_accuracy_gain so far",
+                    p.min_labels
+                )));
+            }
+            match live.and_then(|l| l.accuracy_gain) {
+                Some(g) if g >= gain => {}
+                Some(g) => {
+                    return Some(Err(format!(
+                        "live accuracy gain {g:.4} < min_accuracy_gain {gain}"
+                    )))
+                }
+                None => return Some(Err("no live accuracy to judge min_accuracy_gain".into())),
+            }
+        }
         if t.errors > 0 {
             return Some(Err(format!("{} shadow requests failed", t.errors)));
         }
@@ -239,13 +276,14 @@ impl Shadow {
         f(&mut t.window);
     }
 
-    /// The report `GET /v2/models/{m}/shadow` returns.
-    pub fn report(&self) -> ShadowReport {
+    /// The report `GET /v2/models/{m}/shadow` returns; `live`: both
+    /// versions' accuracy on the labelled mirrored requests, if any.
+    pub fn report(&self, live: Option<PairAccuracy>) -> ShadowReport {
         let mut t = self.lock();
         self.roll(&mut t);
         let promotion = self.promotion.as_ref().map(|p| PromotionReport {
             criteria: p.clone(),
-            status: match self.verdict(&t.cumulative) {
+            status: match self.verdict(&t.cumulative, live.as_ref()) {
                 Some(Ok(())) => "met: promoting".into(),
                 Some(Err(why)) => format!("not promoted: {why}"),
                 None => String::new(),
@@ -263,6 +301,7 @@ impl Shadow {
             cumulative: summarise(&t.cumulative),
             current_window: summarise(&t.window),
             last_window: t.last_window.as_ref().map(summarise),
+            live_accuracy: live,
         }
     }
 }
@@ -280,16 +319,17 @@ impl Shadow {
     /// ticket back: with none in flight, every mirror taken is counted.
     /// Returns the version to promote when a `shadow-first` candidate has
     /// just met its criteria; only one caller gets it (see
-    /// [`Shadow::promotion_failed`]).
+    /// [`Shadow::promotion_failed`]). `primary`: its outputs and how long
+    /// it took; `shadow`: the same, or why it failed.
     pub fn settle(
         &self,
         ticket: Ticket,
         signature: &Signature,
-        primary_outputs: &[Tensor],
-        primary_took: Duration,
-        outcome: Result<Vec<Tensor>, String>,
-        took: Duration,
+        primary: (&[Tensor], Duration),
+        shadow: (Result<Vec<Tensor>, String>, Duration),
+        live: Option<&PairAccuracy>,
     ) -> Option<u64> {
+        let ((primary_outputs, primary_took), (outcome, took)) = (primary, shadow);
         let m = self.model.clone();
         let outputs = match outcome {
             Ok(outputs) => outputs,
@@ -333,7 +373,7 @@ impl Shadow {
             }
         }
         // A shadow-first candidate that met its criteria takes over.
-        let met = matches!(self.verdict(&self.lock().cumulative), Some(Ok(())));
+        let met = matches!(self.verdict(&self.lock().cumulative, live), Some(Ok(())));
         match self.spec.target {
             Target::Version(v) if met && !self.promoting.swap(true, Ordering::AcqRel) => Some(v),
             _ => None,
@@ -408,6 +448,10 @@ pub struct ShadowReport {
     pub cumulative: TallyReport,
     pub current_window: TallyReport,
     pub last_window: Option<TallyReport>,
+    /// The primary's and the shadow's accuracy against ground truth, on the
+    /// mirrored requests that were labelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_accuracy: Option<PairAccuracy>,
 }
 
 #[cfg(test)]

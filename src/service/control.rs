@@ -73,14 +73,18 @@ impl Service {
             .shadow
             .as_ref()
             .ok_or_else(|| Error::Conflict(format!("model '{model}' has no shadow")))?;
-        Ok(shadow.report())
+        let live = entry
+            .feedback
+            .as_ref()
+            .and_then(|f| f.pair(&shadow.spec.target.key()));
+        Ok(shadow.report(live))
     }
 
     /// Starts a shadow: `{"version": V}` or `{"model": M}`, with
     /// `"sample_rate"` and `"max_inflight"` optional.
     pub async fn start_shadow(&self, model: &str, body: &[u8]) -> Result<ShadowReport, Error> {
         let spec = shadow_spec(body)?;
-        Ok(self.repository.set_shadow(model, spec).await?.report())
+        Ok(self.repository.set_shadow(model, spec).await?.report(None))
     }
 
     /// Stops the shadow; its final report.

@@ -3,11 +3,12 @@
 //! happened, and mirror a sample to the shadow after the answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::validate::validate;
 use super::Service;
 use crate::error::Error;
+use crate::feedback::{Feedback, Judge, Said};
 use crate::model::ModelVersion;
 use crate::monitor::Transport;
 use crate::repository::Repository;
@@ -68,22 +69,41 @@ pub fn decode_input(
     })
 }
 
+/// A request id the server makes: a UUIDv7, unique and sortable by time.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 impl Service {
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse, Error> {
+    pub async fn infer(&self, mut request: InferRequest) -> Result<InferResponse, Error> {
         // One snapshot per request: the version stays alive (and keeps its
         // inference thread) until this request is answered, even if it is
         // swapped out meanwhile.
-        let (model, shadow) = self
+        let route = self
             .repository
             .registry
-            .resolve_with_shadow(&request.model, request.version.as_deref())?;
+            .route(&request.model, request.version.as_deref())?;
+        let model = route.version;
+        // Every answer carries an id, so that its label can be sent later.
+        if request.id.as_deref().is_none_or(str::is_empty) {
+            request.id = Some(new_request_id());
+        }
         // Mirrored only when sampled: then the inputs are cloned for the
         // shadow, the one copy it needs.
-        let mirrored = shadow
+        let mirrored = route
+            .shadow
             .and_then(|s| s.ticket())
             .map(|ticket| (ticket, request.inputs.clone()));
-        let (result, took) = serve(&model, request).await;
-        if let (Some((ticket, inputs)), Ok(answer)) = (mirrored, &result) {
+        let judge = route.feedback.as_ref().and(model.judge.as_ref());
+        let (result, took, said) = serve(&model, request, judge).await;
+        let Ok(answer) = &result else {
+            return result;
+        };
+        let id = answer.id.as_deref().unwrap_or_default();
+        if let (Some(feedback), Some(judge), Some(said)) = (&route.feedback, judge, said) {
+            feedback.record(id, model.version, judge, said, SystemTime::now());
+        }
+        if let Some((ticket, inputs)) = mirrored {
             tokio::spawn(mirror(
                 ticket,
                 self.repository.clone(),
@@ -91,28 +111,38 @@ impl Service {
                 inputs,
                 answer.outputs.clone(),
                 took,
+                route.feedback.map(|f| (f, id.to_string())),
             ));
         }
         result
     }
 }
 
-/// Runs a request on a resolved version and records how it went.
+/// Runs a request on a resolved version and records how it went; with a
+/// judge, also what its answer says in the terms of labels.
 async fn serve(
     model: &Arc<ModelVersion>,
     request: InferRequest,
-) -> (Result<InferResponse, Error>, Duration) {
+    judge: Option<&Judge>,
+) -> (Result<InferResponse, Error>, Duration, Option<Said>) {
     let transport = request.transport;
     let _inflight = model.record.start();
     let started = Instant::now();
-    let result = run(model, request).await;
+    let result = run(model, request, judge).await;
     let took = started.elapsed();
     let failure = result.as_ref().err().map(|e| e.kind());
     model.record.answered(transport, took, failure);
-    (result, took)
+    match result {
+        Ok((answer, said)) => (Ok(answer), took, said),
+        Err(e) => (Err(e), took, None),
+    }
 }
 
-async fn run(model: &Arc<ModelVersion>, request: InferRequest) -> Result<InferResponse, Error> {
+async fn run(
+    model: &Arc<ModelVersion>,
+    request: InferRequest,
+    judge: Option<&Judge>,
+) -> Result<(InferResponse, Option<Said>), Error> {
     let batch = validate(model, &request)?;
     let ran = model
         .worker
@@ -135,6 +165,9 @@ async fn run(model: &Arc<ModelVersion>, request: InferRequest) -> Result<InferRe
             },
         })?;
     model.record.ran(batch, ran.queue, ran.compute);
+    // Before the outputs are narrowed to those asked for: the judged one
+    // may not be among them.
+    let said = judge.and_then(|j| j.said(&ran.outputs));
 
     let outputs = if request.outputs.is_empty() {
         ran.outputs
@@ -150,12 +183,15 @@ async fn run(model: &Arc<ModelVersion>, request: InferRequest) -> Result<InferRe
             })
             .collect()
     };
-    Ok(InferResponse {
-        model: model.model.clone(),
-        version: model.version,
-        id: request.id,
-        outputs,
-    })
+    Ok((
+        InferResponse {
+            model: model.model.clone(),
+            version: model.version,
+            id: request.id,
+            outputs,
+        },
+        said,
+    ))
 }
 
 /// Mirrors one answered request to the shadow target, and promotes a
@@ -168,6 +204,7 @@ async fn mirror(
     inputs: Vec<InputTensor>,
     primary_outputs: Vec<Tensor>,
     primary_took: Duration,
+    feedback: Option<(Arc<Feedback>, String)>,
 ) {
     let shadow = ticket.shadow().clone();
     let (model, version) = match &shadow.spec.target {
@@ -196,18 +233,31 @@ async fn mirror(
         .registry
         .resolve(&request.model, request.version.as_deref())
     {
-        Ok(target) => serve(&target, request).await.0,
+        Ok(target) => {
+            // Judged as the primary is (the same output), on all of its
+            // outputs, not only those the client asked for.
+            let judge = primary.judge.as_ref().filter(|_| feedback.is_some());
+            let (result, _, said) = serve(&target, request, judge).await;
+            // The shadow's answer joins the primary's prediction: labels
+            // then say how both did on the same requests.
+            if let (Some((feedback, id)), Some(said)) = (&feedback, said) {
+                feedback.attach_shadow(id, &shadow.spec.target.key(), said);
+            }
+            result
+        }
         Err(e) => Err(e),
     };
     let took = started.elapsed();
     let outcome = result.map(|a| a.outputs).map_err(|e| e.to_string());
+    let live = feedback
+        .as_ref()
+        .and_then(|(f, _)| f.pair(&shadow.spec.target.key()));
     let promote = shadow.settle(
         ticket,
         &primary.signature,
-        &primary_outputs,
-        primary_took,
-        outcome,
-        took,
+        (&primary_outputs, primary_took),
+        (outcome, took),
+        live.as_ref(),
     );
     if let Some(v) = promote {
         let m = &shadow.model;

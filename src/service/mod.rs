@@ -172,6 +172,49 @@ impl Service {
         self.repository.index(ready_only)
     }
 
+    /// Applies labels to the model's recent predictions (see
+    /// `crate::feedback`). Unknown ids are reported in the outcome; labels
+    /// that do not fit their prediction are refused with
+    /// [`Error::InvalidLabels`], the rest applied.
+    pub fn feedback(
+        &self,
+        model: &str,
+        labels: Vec<crate::feedback::LabelIn>,
+    ) -> Result<crate::feedback::FeedbackOutcome, Error> {
+        let feedback = self.feedback_of(model)?;
+        let outcome = feedback.label(labels, std::time::SystemTime::now());
+        if outcome.invalid.is_empty() {
+            Ok(outcome)
+        } else {
+            Err(Error::InvalidLabels {
+                applied: outcome.applied,
+                replaced: outcome.replaced,
+                unknown: outcome.unknown,
+                invalid: outcome.invalid,
+            })
+        }
+    }
+
+    /// Live accuracy of a model's versions and of its shadows.
+    pub fn accuracy(&self, model: &str) -> Result<crate::feedback::ModelAccuracy, Error> {
+        Ok(self.feedback_of(model)?.report())
+    }
+
+    fn feedback_of(&self, model: &str) -> Result<Arc<crate::feedback::Feedback>, Error> {
+        let table = self.repository.registry.snapshot();
+        let entry = table.entry(model)?;
+        let judged = entry.ready_versions().any(|v| v.judge.is_some());
+        match &entry.feedback {
+            Some(f) if f.enabled() && judged => Ok(f.clone()),
+            Some(f) if !f.enabled() => Err(Error::BadRequest(format!(
+                "model '{model}' keeps no predictions for labels ([feedback] max_predictions = 0)"
+            ))),
+            _ => Err(Error::BadRequest(format!(
+                "model '{model}' has no output that labels can be judged against (a class per row, or one value per row); name one with [feedback] output"
+            ))),
+        }
+    }
+
     /// Loads (or reloads) a model now.
     pub async fn load_model(&self, model: &str) -> Result<(), Error> {
         self.repository.load_model(model).await

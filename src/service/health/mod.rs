@@ -3,7 +3,9 @@
 //! 1. is the pipeline erroring? (failures and schema refusals, recent window)
 //! 2. is the right model deployed? (version, file sha256, load and training time)
 //! 3. is the input data off? (NaN/Inf/missing, refusals, drift)
-//! 4. is the model stale? (age since trained_at against max_age_days)
+//! 4. is the model stale or wrong? (age since trained_at against
+//!    max_age_days; live accuracy from ground truth against the accuracy
+//!    it was trained to, once `min_labels` rows are labelled)
 //!
 //! Each answer carries a verdict, `ok` < `warn` < `fail`, and the report's
 //! verdict is the worst of them. "Recent" is the last closed statistics window.
@@ -101,6 +103,20 @@ pub struct Staleness {
     pub reason: String,
     pub age_days: Option<f64>,
     pub max_age_days: f64,
+    pub live_accuracy: LiveAccuracy,
+}
+
+/// Ground truth's part of question 4.
+#[derive(Debug, Serialize)]
+pub struct LiveAccuracy {
+    pub verdict: Verdict,
+    pub reason: String,
+    pub accuracy: Option<f64>,
+    pub labelled_rows: u64,
+    /// From the version's metadata (`heldout_accuracy`).
+    pub training_accuracy: Option<f64>,
+    pub min_labels: u64,
+    pub max_accuracy_drop: f64,
 }
 
 fn rate(n: u64, of: u64) -> f64 {
@@ -125,7 +141,20 @@ pub fn report(version: &ModelVersion, entry: &ModelEntry) -> HealthReport {
     let deployment = deployment(version, entry);
     let input_data = input_data(stats_on, w);
     let trained_at = version.properties.get("trained_at").map(String::as_str);
-    let staleness = staleness(trained_at, h.max_age_days, SystemTime::now());
+    let mut staleness = staleness(trained_at, h.max_age_days, SystemTime::now());
+    let live = entry
+        .feedback
+        .as_ref()
+        .and_then(|f| f.accuracy_of(version.version));
+    let training = version
+        .properties
+        .get("heldout_accuracy")
+        .and_then(|a| a.parse::<f64>().ok());
+    staleness.live_accuracy = live_accuracy(live, training, h);
+    if staleness.live_accuracy.verdict > staleness.verdict {
+        staleness.verdict = staleness.live_accuracy.verdict;
+        staleness.reason = format!("{}; {}", staleness.live_accuracy.reason, staleness.reason);
+    }
     let verdict = [
         pipeline.verdict,
         deployment.verdict,
@@ -401,6 +430,52 @@ fn staleness(trained_at: Option<&str>, max: f64, now: SystemTime) -> Staleness {
         reason,
         age_days: age,
         max_age_days: max,
+        live_accuracy: live_accuracy(None, None, &HealthConfig::default()),
+    }
+}
+
+/// Live accuracy (`live`: accuracy and labelled rows) against the training
+/// accuracy: fails when it fell more than `max_accuracy_drop` below it.
+pub fn live_accuracy(
+    live: Option<(f64, u64)>,
+    training: Option<f64>,
+    h: &HealthConfig,
+) -> LiveAccuracy {
+    let (accuracy, rows) = live.map_or((None, 0), |(a, n)| (Some(a), n));
+    let (verdict, reason) = match (accuracy, training) {
+        (None, _) => (Verdict::Ok, "no labels yet: live accuracy unknown".to_string()),
+        (Some(a), _) if rows < h.min_labels => (
+            Verdict::Ok,
+            format!(
+                "live accuracy {a:.3} over {rows} labelled rows, fewer than min_labels {}: not judged",
+                h.min_labels
+            ),
+        ),
+        (Some(a), None) => (
+            Verdict::Ok,
+            format!("live accuracy {a:.3} over {rows} labelled rows; no training accuracy to compare with"),
+        ),
+        (Some(a), Some(t)) if t - a > h.max_accuracy_drop => (
+            Verdict::Fail,
+            format!(
+                "live accuracy {a:.3} over {rows} labelled rows is {:.3} below the training accuracy {t:.3} (max_accuracy_drop {})",
+                t - a,
+                h.max_accuracy_drop
+            ),
+        ),
+        (Some(a), Some(t)) => (
+            Verdict::Ok,
+            format!("live accuracy {a:.3} over {rows} labelled rows (training {t:.3})"),
+        ),
+    };
+    LiveAccuracy {
+        verdict,
+        reason,
+        accuracy,
+        labelled_rows: rows,
+        training_accuracy: training,
+        min_labels: h.min_labels,
+        max_accuracy_drop: h.max_accuracy_drop,
     }
 }
 

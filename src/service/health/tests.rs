@@ -9,7 +9,35 @@ fn thresholds() -> HealthConfig {
         max_age_days: 10.0,
         error_rate_warn: 0.01,
         error_rate_fail: 0.05,
+        min_labels: 100,
+        max_accuracy_drop: 0.05,
     }
+}
+
+#[test]
+fn live_accuracy_fails_only_past_the_drop_with_enough_labels() {
+    let h = thresholds();
+    let at = |acc: f64, rows: u64| live_accuracy(Some((acc, rows)), Some(0.95), &h).verdict;
+    assert_eq!(live_accuracy(None, Some(0.95), &h).verdict, Verdict::Ok);
+    assert_eq!(at(0.5, 99), Verdict::Ok, "too few labels to judge");
+    assert_eq!(at(0.5, 100), Verdict::Fail);
+    assert_eq!(at(0.91, 1000), Verdict::Ok, "0.04 below: within the drop");
+    assert_eq!(at(0.89, 1000), Verdict::Fail);
+    let unknown = live_accuracy(Some((0.1, 1000)), None, &h);
+    assert_eq!(unknown.verdict, Verdict::Ok);
+    assert!(
+        unknown.reason.contains("no training accuracy"),
+        "{}",
+        unknown.reason
+    );
+    let failed = live_accuracy(Some((0.80, 400)), Some(0.95), &h);
+    assert!(
+        failed
+            .reason
+            .contains("0.150 below the training accuracy 0.950"),
+        "{}",
+        failed.reason
+    );
 }
 
 /// A closed window of `requests`, `failed` of them failed, one input
