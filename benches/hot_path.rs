@@ -153,6 +153,7 @@ fn in_process(c: &mut Criterion) {
                     max_features: 64,
                 },
                 device: Default::default(),
+                prediction_log_dir: std::env::temp_dir(),
             },
         ));
         rt.block_on(repository.poll());

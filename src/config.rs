@@ -107,6 +107,16 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
 
+    /// Where prediction logs go (models with `[log]` in their config.toml):
+    /// `<dir>/<model>/` unless the model names its own; a relative `[log]
+    /// dir` is taken under this one.
+    #[arg(
+        long,
+        env = "INFERGATE_PREDICTION_LOG_DIR",
+        default_value = "predictions"
+    )]
+    pub prediction_log_dir: PathBuf,
+
     /// Log format: text or json.
     #[arg(long, env = "INFERGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -127,6 +137,8 @@ pub struct Config {
     pub window: crate::window::WindowConfig,
     pub control_token: Option<String>,
     pub device: crate::backend::Device,
+    /// Where prediction logs go by default (see `ServeArgs`).
+    pub prediction_log_dir: PathBuf,
 }
 
 impl From<&ServeArgs> for Config {
@@ -146,6 +158,7 @@ impl From<&ServeArgs> for Config {
             },
             control_token: a.control_token.clone().filter(|t| !t.is_empty()),
             device: a.device,
+            prediction_log_dir: a.prediction_log_dir.clone(),
         }
     }
 }
@@ -171,6 +184,7 @@ impl Config {
             },
             control_token: None,
             device: crate::backend::Device::Cpu,
+            prediction_log_dir: PathBuf::from("predictions"),
         }
     }
 }

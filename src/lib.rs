@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod monitor;
+pub mod predlog;
 pub mod repository;
 pub mod rollout;
 pub mod schema;
@@ -97,6 +98,7 @@ pub async fn run(
             intra_op_threads: config.intra_op_threads,
             window: config.window.clone(),
             device: config.device,
+            prediction_log_dir: config.prediction_log_dir.clone(),
         },
     ));
     // Closes statistics windows on time; ends with the repository.
@@ -173,6 +175,10 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway");
     }
+    // Every answered request's record is queued by now: write them, and
+    // close each log's open file so that it is renamed into place.
+    let closing = repository.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close_logs()).await;
     Ok(())
 }
 

@@ -44,6 +44,8 @@ pub struct ModelVersion {
     pub loaded_at: SystemTime,
     /// Which output labels are judged against, when one can be.
     pub judge: Option<crate::feedback::Judge>,
+    /// The columns of this version's prediction log records.
+    pub log_layout: Arc<crate::predlog::Layout>,
 }
 
 /// What the repository index says of a version.
@@ -98,6 +100,8 @@ pub struct ModelEntry {
     /// Recent predictions by request id, joined with labels: one per
     /// model, so that it outlives version swaps.
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
+    /// Where the model's requests are logged, when its config.toml asks.
+    pub log: Option<Arc<crate::predlog::PredictionLog>>,
 }
 
 impl ModelEntry {
@@ -163,6 +167,7 @@ pub struct Route {
     pub version: Arc<ModelVersion>,
     pub shadow: Option<Arc<crate::rollout::shadow::Shadow>>,
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
+    pub log: Option<Arc<crate::predlog::PredictionLog>>,
 }
 
 #[derive(Default)]
@@ -206,6 +211,7 @@ impl Registry {
             version: v,
             shadow,
             feedback,
+            log: entry.and_then(|e| e.log.clone()),
         })
     }
 

@@ -25,6 +25,13 @@
 //! min_labels = 100                  # live accuracy judged from this many labelled rows
 //! max_accuracy_drop = 0.05          # below training accuracy by more: the model is wrong
 //!
+//! [log]                             # the prediction log (see predlog.rs)
+//! sample_rate = 1.0                 # by a hash of the request id
+//! dir = "digits"                    # default <--prediction-log-dir>/<model>
+//! format = "parquet"                # or "jsonl"
+//! max_rows = 100000                 # records per file; also max_bytes, max_age = "1h"
+//! inputs = true                     # also outputs = true, refused = false
+//!
 //! [feedback]                        # predictions kept for labels (POST .../feedback)
 //! keep = "7d"
 //! max_predictions = 100000          # 0: no index, no feedback
@@ -185,6 +192,8 @@ pub struct ModelConfig {
     /// The index of recent predictions that labels are joined with.
     #[serde(default)]
     pub feedback: crate::feedback::FeedbackConfig,
+    /// The prediction log; absent: requests are not logged.
+    pub log: Option<crate::predlog::LogConfig>,
 }
 
 /// `[stats]`: overrides of the server-wide window settings.
@@ -243,6 +252,9 @@ impl ModelConfig {
         let config: ModelConfig = toml::from_str(text).map_err(ConfigError::new)?;
         if let VersionPolicy::Latest(0) = config.version_policy {
             return Err(ConfigError::new("version_policy latest must be at least 1"));
+        }
+        if let Some(log) = &config.log {
+            log.check().map_err(ConfigError::new)?;
         }
         Ok(config)
     }

@@ -154,6 +154,10 @@ fn load_version_blocking(
         record.for_runs(),
     )
     .map_err(LoadError::Threads)?;
+    let log_layout = Arc::new(crate::predlog::Layout::of(
+        &signature,
+        judge.as_ref().is_some_and(|j| j.classifier()),
+    ));
     Ok(ModelVersion {
         model: name.to_string(),
         version,
@@ -171,6 +175,7 @@ fn load_version_blocking(
         schema: (!schema.is_empty()).then_some(schema),
         health: config.health.clone(),
         loaded_at: std::time::SystemTime::now(),
+        log_layout,
         judge,
     })
 }

@@ -43,6 +43,8 @@ pub struct Defaults {
     pub window: crate::window::WindowConfig,
     /// Where models run unless their config.toml says otherwise.
     pub device: crate::backend::Device,
+    /// Where prediction logs go unless a model's `[log] dir` says.
+    pub prediction_log_dir: PathBuf,
 }
 
 pub struct Repository {
@@ -70,6 +72,15 @@ impl Repository {
             defaults,
             registry: Registry::default(),
             control: Mutex::new(Control::default()),
+        }
+    }
+
+    /// Closes every model's prediction log (shutdown): queued records are
+    /// written and open files renamed into place. Blocks.
+    pub fn close_logs(&self) {
+        let table = self.registry.snapshot();
+        for log in table.models.values().filter_map(|e| e.log.as_ref()) {
+            log.close();
         }
     }
 

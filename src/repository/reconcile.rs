@@ -44,6 +44,7 @@ impl Repository {
             pinned: previous.pinned.clone(),
             config_shadow: previous.config_shadow.clone(),
             feedback: Some(self.feedback_of(name, &config, previous)),
+            log: self.log_of(name, &dir, &config, previous),
             ..ModelEntry::default()
         };
         if let (
@@ -133,6 +134,41 @@ impl Repository {
                 window,
                 kept,
             )),
+        }
+    }
+
+    /// The model's prediction log: the one it had while `[log]` stays the
+    /// same, else a new one (the old one's writer closes its file once the
+    /// last request holding it is done).
+    fn log_of(
+        &self,
+        name: &str,
+        _dir: &std::path::Path,
+        config: &ModelConfig,
+        previous: &ModelEntry,
+    ) -> Option<Arc<crate::predlog::PredictionLog>> {
+        let wanted = config.log.as_ref()?;
+        let base = &self.defaults.prediction_log_dir;
+        let dir = match &wanted.dir {
+            Some(d) => base.join(d),
+            None => base.join(name),
+        };
+        if let Some(log) = previous
+            .log
+            .as_ref()
+            .filter(|l| l.config == *wanted && l.dir() == dir)
+        {
+            return Some(log.clone());
+        }
+        match crate::predlog::PredictionLog::start(name, wanted.clone(), dir.clone()) {
+            Ok(log) => {
+                tracing::info!(model = %name, dir = %dir.display(), format = ?wanted.format, sample_rate = wanted.sample_rate, "prediction log on");
+                Some(Arc::new(log))
+            }
+            Err(e) => {
+                tracing::error!(model = %name, error = %e, "cannot start the prediction log writer; requests are not logged");
+                None
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::feedback::{Feedback, Judge, Said};
 use crate::model::ModelVersion;
 use crate::monitor::Transport;
+use crate::predlog::{PredictionLog, Record, ShadowPart};
 use crate::repository::Repository;
 use crate::rollout::shadow::{Target, Ticket};
 use crate::tensor::{element_count, DataType, Elements, InputTensor, Tensor, TensorError};
@@ -88,34 +89,127 @@ impl Service {
         if request.id.as_deref().is_none_or(str::is_empty) {
             request.id = Some(new_request_id());
         }
-        // Mirrored only when sampled: then the inputs are cloned for the
-        // shadow, the one copy it needs.
+        // Logged only when sampled (by the id): then the inputs are cloned
+        // for the log, as the shadow's are for the shadow — a reference
+        // count for raw binary tensors, a copy for JSON's typed ones.
+        let logged = route
+            .log
+            .filter(|l| l.sampled(request.id.as_deref().unwrap_or_default()))
+            .map(|log| Logged {
+                inputs: if log.config.inputs {
+                    request.inputs.clone()
+                } else {
+                    Vec::new()
+                },
+                id: request.id.clone().unwrap_or_default(),
+                protocol: request.transport.as_str(),
+                log,
+            });
         let mirrored = route
             .shadow
             .and_then(|s| s.ticket())
             .map(|ticket| (ticket, request.inputs.clone()));
-        let judge = route.feedback.as_ref().and(model.judge.as_ref());
+        let judge = model
+            .judge
+            .as_ref()
+            .filter(|_| route.feedback.is_some() || logged.is_some());
         let (result, took, said) = serve(&model, request, judge).await;
-        let Ok(answer) = &result else {
-            return result;
+        let answer = match &result {
+            Ok(answer) => answer,
+            Err(e) => {
+                if let Some(l) = logged.filter(|l| l.log.config.refused) {
+                    let (log, record) = l.into_record(&model, took, Err(e), Vec::new(), None);
+                    log.submit(record);
+                }
+                return result;
+            }
         };
         let id = answer.id.as_deref().unwrap_or_default();
+        let predicted = match (&logged, &said) {
+            (Some(_), Some(Said::Classes(c))) => Some(c.clone()),
+            _ => None,
+        };
         if let (Some(feedback), Some(judge), Some(said)) = (&route.feedback, judge, said) {
             feedback.record(id, model.version, judge, said, SystemTime::now());
         }
-        if let Some((ticket, inputs)) = mirrored {
-            tokio::spawn(mirror(
-                ticket,
-                self.repository.clone(),
-                model.clone(),
-                inputs,
-                answer.outputs.clone(),
-                took,
-                route.feedback.map(|f| (f, id.to_string())),
-            ));
+        let log = logged.map(|l| {
+            let outputs = if l.log.config.outputs {
+                answer.outputs.clone()
+            } else {
+                Vec::new()
+            };
+            l.into_record(&model, took, Ok(()), outputs, predicted)
+        });
+        match mirrored {
+            // The record waits for the shadow's answer, in the mirror's task.
+            Some((ticket, inputs)) => {
+                tokio::spawn(mirror(
+                    ticket,
+                    self.repository.clone(),
+                    model.clone(),
+                    inputs,
+                    (answer.outputs.clone(), took),
+                    After {
+                        feedback: route.feedback.map(|f| (f, id.to_string())),
+                        log,
+                    },
+                ));
+            }
+            None => {
+                if let Some((log, record)) = log {
+                    log.submit(record);
+                }
+            }
         }
         result
     }
+}
+
+/// What a sampled request keeps for its log record while it runs.
+struct Logged {
+    log: Arc<PredictionLog>,
+    id: String,
+    protocol: &'static str,
+    inputs: Vec<InputTensor>,
+}
+
+impl Logged {
+    fn into_record(
+        self,
+        model: &ModelVersion,
+        took: Duration,
+        outcome: Result<(), &Error>,
+        outputs: Vec<Tensor>,
+        predicted: Option<Vec<Option<i64>>>,
+    ) -> (Arc<PredictionLog>, Record) {
+        let record = Record {
+            time: SystemTime::now(),
+            id: self.id,
+            model: model.model.clone(),
+            version: model.version,
+            sha256: model.sha256.clone(),
+            protocol: self.protocol,
+            latency: took,
+            status: match outcome {
+                Ok(()) => "ok",
+                Err(e) => e.kind().as_str(),
+            },
+            error: outcome.err().map(|e| e.to_string()),
+            inputs: self.inputs,
+            outputs,
+            predicted,
+            shadow: None,
+            layout: model.log_layout.clone(),
+        };
+        (self.log, record)
+    }
+}
+
+/// What a mirrored request still owes once the shadow has answered: the
+/// shadow's prediction to the feedback index, its record to the log.
+struct After {
+    feedback: Option<(Arc<Feedback>, String)>,
+    log: Option<(Arc<PredictionLog>, Record)>,
 }
 
 /// Runs a request on a resolved version and records how it went; with a
@@ -202,10 +296,10 @@ async fn mirror(
     repository: Arc<Repository>,
     primary: Arc<ModelVersion>,
     inputs: Vec<InputTensor>,
-    primary_outputs: Vec<Tensor>,
-    primary_took: Duration,
-    feedback: Option<(Arc<Feedback>, String)>,
+    (primary_outputs, primary_took): (Vec<Tensor>, Duration),
+    after: After,
 ) {
+    let After { feedback, log } = after;
     let shadow = ticket.shadow().clone();
     let (model, version) = match &shadow.spec.target {
         Target::Version(v) => (primary.model.clone(), Some(v.to_string())),
@@ -236,18 +330,40 @@ async fn mirror(
         Ok(target) => {
             // Judged as the primary is (the same output), on all of its
             // outputs, not only those the client asked for.
-            let judge = primary.judge.as_ref().filter(|_| feedback.is_some());
+            let judge = primary
+                .judge
+                .as_ref()
+                .filter(|_| feedback.is_some() || log.is_some());
             let (result, _, said) = serve(&target, request, judge).await;
-            // The shadow's answer joins the primary's prediction: labels
-            // then say how both did on the same requests.
-            if let (Some((feedback, id)), Some(said)) = (&feedback, said) {
-                feedback.attach_shadow(id, &shadow.spec.target.key(), said);
-            }
-            result
+            Ok((result, said))
         }
         Err(e) => Err(e),
     };
+    let (result, said) = match result {
+        Ok((result, said)) => (result, said),
+        Err(e) => (Err(e), None),
+    };
     let took = started.elapsed();
+    if let Some((log, mut record)) = log {
+        record.shadow = Some(ShadowPart {
+            target: shadow.spec.target.key(),
+            outputs: match &result {
+                Ok(a) if log.config.outputs => a.outputs.clone(),
+                _ => Vec::new(),
+            },
+            error: result.as_ref().err().map(|e| e.to_string()),
+            predicted: match &said {
+                Some(Said::Classes(c)) => Some(c.clone()),
+                _ => None,
+            },
+        });
+        log.submit(record);
+    }
+    // The shadow's answer joins the primary's prediction: labels then say
+    // how both did on the same requests.
+    if let (Some((feedback, id)), Some(said)) = (&feedback, said) {
+        feedback.attach_shadow(id, &shadow.spec.target.key(), said);
+    }
     let outcome = result.map(|a| a.outputs).map_err(|e| e.to_string());
     let live = feedback
         .as_ref()

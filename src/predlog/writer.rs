@@ -1,0 +1,319 @@
+//! The writer thread of one model's log: takes records off the channel in
+//! bursts, writes them to the open file, rotates it (rows, bytes, age, a
+//! new layout), and survives a directory it cannot write: the error is
+//! logged once and counted, records are dropped and counted meanwhile, and
+//! writing resumes by itself when it can (tried again after a second).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use super::columns;
+use super::{Format, Layout, LogConfig, Msg, Record};
+use crate::monitor::{LOG_DROPPED, LOG_ERRORS, LOG_FILES, LOG_RECORDS};
+
+/// Records written at a time at most (a burst is cut into these).
+const BURST: usize = 512;
+/// How often an idle writer wakes to close a file past `max_age`.
+const TICK: Duration = Duration::from_millis(500);
+/// After a failure, how long before opening a file is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(super) struct Writer {
+    model: String,
+    format: Format,
+    max_rows: u64,
+    max_bytes: u64,
+    max_age: Duration,
+    dir: PathBuf,
+    open: Option<Open>,
+    /// Set after a failure: nothing is tried before then.
+    retry_at: Option<Instant>,
+    /// Whether the last attempt failed (the error is logged once per run
+    /// of failures, not once per record).
+    failing: bool,
+    seq: u64,
+    records: metrics::Counter,
+    dropped: metrics::Counter,
+    errors: metrics::Counter,
+    files: metrics::Counter,
+}
+
+struct Open {
+    part: PathBuf,
+    path: PathBuf,
+    opened: Instant,
+    rows: u64,
+    layout: Arc<Layout>,
+    sink: Sink,
+}
+
+enum Sink {
+    Parquet {
+        // Boxed: the writer is ten times the size of the other variant.
+        writer: Box<ArrowWriter<File>>,
+        schema: SchemaRef,
+    },
+    Jsonl {
+        out: BufWriter<File>,
+        bytes: u64,
+    },
+}
+
+impl Sink {
+    fn bytes(&self) -> u64 {
+        match self {
+            Sink::Parquet { writer, .. } => {
+                (writer.bytes_written() + writer.in_progress_size()) as u64
+            }
+            Sink::Jsonl { bytes, .. } => *bytes,
+        }
+    }
+
+    fn write(&mut self, layout: &Layout, records: &[Record]) -> Result<(), String> {
+        match self {
+            Sink::Parquet { writer, schema } => {
+                let batch = columns::batch(schema, layout, records).map_err(|e| e.to_string())?;
+                writer.write(&batch).map_err(|e| e.to_string())
+            }
+            Sink::Jsonl { out, bytes } => {
+                let mut line = Vec::new();
+                for r in records {
+                    line.clear();
+                    serde_json::to_writer(&mut line, &columns::json_line(r))
+                        .map_err(|e| e.to_string())?;
+                    line.push(b'\n');
+                    out.write_all(&line).map_err(|e| e.to_string())?;
+                    *bytes += line.len() as u64;
+                }
+                // A reader of the open file (tail -f) sees whole lines.
+                out.flush().map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Finishes the file (Parquet's footer) and makes it durable.
+    fn finish(self) -> Result<(), String> {
+        let file = match self {
+            Sink::Parquet { writer, .. } => (*writer).into_inner().map_err(|e| e.to_string())?,
+            Sink::Jsonl { out, .. } => out.into_inner().map_err(|e| e.to_string())?,
+        };
+        file.sync_all().map_err(|e| e.to_string())
+    }
+}
+
+impl Writer {
+    pub(super) fn new(model: &str, config: &LogConfig, dir: PathBuf) -> Writer {
+        let m = model.to_string();
+        Writer {
+            model: m.clone(),
+            format: config.format,
+            max_rows: config.max_rows,
+            max_bytes: config.max_bytes,
+            max_age: config.max_age,
+            dir,
+            open: None,
+            retry_at: None,
+            failing: false,
+            seq: 0,
+            records: metrics::counter!(LOG_RECORDS, "model" => m.clone()),
+            dropped: metrics::counter!(LOG_DROPPED, "model" => m.clone(), "reason" => "write_error"),
+            errors: metrics::counter!(LOG_ERRORS, "model" => m.clone()),
+            files: metrics::counter!(LOG_FILES, "model" => m),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Msg>) {
+        let mut burst: Vec<Record> = Vec::with_capacity(BURST);
+        loop {
+            let mut closing = false;
+            match rx.recv_timeout(TICK) {
+                Ok(Msg::Record(r)) => {
+                    burst.push(*r);
+                    while burst.len() < BURST {
+                        match rx.try_recv() {
+                            Ok(Msg::Record(r)) => burst.push(*r),
+                            Ok(Msg::Close) | Err(TryRecvError::Disconnected) => {
+                                closing = true;
+                                break;
+                            }
+                            Err(TryRecvError::Empty) => break,
+                        }
+                    }
+                    self.write(std::mem::take(&mut burst));
+                }
+                Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if closing {
+                self.close_file();
+                return;
+            }
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.opened.elapsed() >= self.max_age)
+            {
+                self.close_file();
+            }
+        }
+    }
+
+    fn write(&mut self, records: Vec<Record>) {
+        let mut rest = &records[..];
+        while let Some(first) = rest.first() {
+            let layout = first.layout.clone();
+            let same = rest
+                .iter()
+                .take_while(|r| Arc::ptr_eq(&r.layout, &layout) || *r.layout == *layout)
+                .count();
+            if self.open.as_ref().is_some_and(|o| *o.layout != *layout) {
+                self.close_file();
+            }
+            if self.open.is_none() {
+                if let Err(e) = self.open_file(layout) {
+                    self.failed(&e);
+                    self.dropped.increment(rest.len() as u64);
+                    return;
+                }
+            }
+            let open = self.open.as_mut().expect("opened above");
+            let n = same.min((self.max_rows - open.rows) as usize).max(1);
+            match open.sink.write(&open.layout, &rest[..n]) {
+                Ok(()) => {
+                    open.rows += n as u64;
+                    self.records.increment(n as u64);
+                    self.recovered();
+                }
+                Err(e) => {
+                    // A file that failed mid-write cannot be trusted: it
+                    // goes, with the rows it held.
+                    let lost = open.rows + n as u64;
+                    let open = self.open.take().expect("open");
+                    let _ = std::fs::remove_file(&open.part);
+                    self.failed(&format!("writing {}: {e}", open.part.display()));
+                    self.dropped.increment(lost);
+                }
+            }
+            rest = &rest[n..];
+            if self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.rows >= self.max_rows || o.sink.bytes() >= self.max_bytes)
+            {
+                self.close_file();
+            }
+        }
+    }
+
+    fn open_file(&mut self, layout: Arc<Layout>) -> Result<(), String> {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return Err(String::new()); // still backing off: said already
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
+        // Sortable by time: <model>-<UTC time to the millisecond>-<seq>.
+        let stamp: String = humantime::format_rfc3339_millis(SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '-' | ':'))
+            .collect();
+        let (file, part, path) = loop {
+            self.seq += 1;
+            let name = format!(
+                "{}-{stamp}-{:06}.{}",
+                self.model,
+                self.seq,
+                self.format.extension()
+            );
+            let path = self.dir.join(&name);
+            let part = self.dir.join(format!("{name}.part"));
+            if path.exists() {
+                continue;
+            }
+            match OpenOptions::new().write(true).create_new(true).open(&part) {
+                Ok(f) => break (f, part, path),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", part.display())),
+            }
+        };
+        let sink = match self.format {
+            Format::Parquet => {
+                let schema = columns::schema(&layout);
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(8192))
+                    .build();
+                let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+                    .map_err(|e| format!("cannot start {}: {e}", part.display()))?;
+                Sink::Parquet {
+                    writer: Box::new(writer),
+                    schema,
+                }
+            }
+            Format::Jsonl => Sink::Jsonl {
+                out: BufWriter::new(file),
+                bytes: 0,
+            },
+        };
+        self.open = Some(Open {
+            part,
+            path,
+            opened: Instant::now(),
+            rows: 0,
+            layout,
+            sink,
+        });
+        Ok(())
+    }
+
+    /// Finishes the open file and renames it into place.
+    fn close_file(&mut self) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let result = open
+            .sink
+            .finish()
+            .and_then(|()| std::fs::rename(&open.part, &open.path).map_err(|e| e.to_string()));
+        match result {
+            Ok(()) => {
+                self.files.increment(1);
+                tracing::debug!(model = %self.model, file = %open.path.display(), rows = open.rows, "prediction log file closed");
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&open.part);
+                self.dropped.increment(open.rows);
+                self.failed(&format!("closing {}: {e}", open.part.display()));
+            }
+        }
+    }
+
+    fn failed(&mut self, error: &str) {
+        self.retry_at = Some(Instant::now() + RETRY);
+        if error.is_empty() {
+            return;
+        }
+        self.errors.increment(1);
+        if !self.failing {
+            tracing::error!(model = %self.model, %error, "prediction log cannot be written; records are dropped (infergate_log_dropped_total) until it can");
+            self.failing = true;
+        }
+    }
+
+    fn recovered(&mut self) {
+        self.retry_at = None;
+        if self.failing {
+            self.failing = false;
+            tracing::info!(model = %self.model, dir = %self.dir.display(), "prediction log writes again");
+        }
+    }
+}
