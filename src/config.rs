@@ -22,6 +22,27 @@ pub struct Cli {
 pub enum Command {
     /// Serve a model repository over HTTP and gRPC.
     Serve(ServeArgs),
+    /// Join a model's prediction log with the labels it received (and any
+    /// label files given) into one Parquet training set: a row per labelled
+    /// request row, with the features as the model saw them, what it
+    /// predicted, the label, the version and the time.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The model's prediction log directory (by default
+    /// <--prediction-log-dir>/<model>), holding its Parquet files and the
+    /// label files the feedback API wrote.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// More labels: JSON lines {"id": ..., "label": ...} (a number, or a
+    /// list with one per row); a later label of an id replaces an earlier one.
+    #[arg(long)]
+    pub labels: Vec<PathBuf>,
+    /// Where the training set goes (Parquet).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -206,7 +227,9 @@ mod tests {
             "500ms",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve was parsed")
+        };
         assert_eq!(args.http_port, 9000);
         assert_eq!(args.grpc_port, 8001);
         let config = Config::from(&args);
@@ -217,7 +240,9 @@ mod tests {
     #[test]
     fn zero_poll_interval_disables_polling() {
         let cli = Cli::try_parse_from(["infergate", "serve", "--poll-interval", "0s"]).unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve was parsed")
+        };
         assert_eq!(Config::from(&args).poll_interval, None);
     }
 }

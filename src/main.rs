@@ -1,4 +1,5 @@
 //! `infergate serve ...`: parse, set up logging, run until SIGINT/SIGTERM.
+//! `infergate export ...`: the prediction log and its labels as a training set.
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,14 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { command } = Cli::parse();
-    let Command::Serve(args) = command;
+    let args = match command {
+        Command::Serve(args) => args,
+        Command::Export(args) => {
+            let summary = infergate::predlog::export::export(&args.log, &args.labels, &args.out)?;
+            println!("{}", serde_json::to_string(&summary)?);
+            return Ok(());
+        }
+    };
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("feedback::tally", 2),
     ("predlog", 2),
     ("predlog::columns", 2),
+    ("predlog::export", 2),
     ("predlog::writer", 2),
     ("monitor", 2),
     ("monitor::recorder", 2),

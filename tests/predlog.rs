@@ -440,3 +440,151 @@ async fn a_log_that_cannot_be_written_never_stops_serving() {
     assert!(dropped() >= 10.0, "dropped and counted: {}", dropped());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn export_joins_the_log_with_its_labels_row_by_row() {
+    let logs = tempfile::tempdir().unwrap();
+    let repo = repo_logging(&format!("dir = {:?}\nmax_rows = 7", logs.path()));
+    let server = TestServer::start(repo, None).await;
+    let digits = Digits::load();
+    // id -> (row features, predicted labels)
+    let mut sent: BTreeMap<String, (Vec<Vec<f32>>, Vec<i64>)> = BTreeMap::new();
+    for i in 0..30usize {
+        let n = 1 + i % 2;
+        let rows = digits.features[2 * i..2 * i + n].to_vec();
+        let id = format!("e-{i:02}");
+        let (status, v) = server
+            .post("/v2/models/digits/infer", &json_body(&rows, &id))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        sent.insert(id, (rows, labels_of(&v)));
+    }
+    // Labels for e-00..e-19 through the API (e-03 twice: the second wins),
+    // e-20..e-24 from a file of the caller's; e-25.. unlabelled.
+    let truth = |id: &str, r: usize| -> i64 {
+        let i: usize = id[2..].parse().unwrap();
+        digits.labels[2 * i + r]
+    };
+    let label_of = |id: &str| -> Value {
+        let n = sent[id].0.len();
+        if n == 1 {
+            json!(truth(id, 0))
+        } else {
+            json!((0..n).map(|r| truth(id, r)).collect::<Vec<_>>())
+        }
+    };
+    let mut items: Vec<Value> = (0..20)
+        .map(|i| format!("e-{i:02}"))
+        .map(|id| json!({ "id": id, "label": label_of(&id) }))
+        .collect();
+    items[3] = json!({ "id": "e-03", "label": [9, 9] });
+    let (status, v) = server
+        .post("/v2/models/digits/feedback", &json!({ "labels": items }))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = server
+        .post(
+            "/v2/models/digits/feedback",
+            &json!({ "labels": [{ "id": "e-03", "label": label_of("e-03") }] }),
+        )
+        .await;
+    assert_eq!((status, v["replaced"].clone()), (200, json!(1)));
+    server.stop().await;
+    let extra = logs.path().join("mine.txt");
+    let lines: Vec<String> = (20..25)
+        .map(|i| format!("e-{i:02}"))
+        .map(|id| json!({ "id": id, "label": label_of(&id) }).to_string())
+        .collect();
+    std::fs::write(&extra, lines.join("\n")).unwrap();
+
+    // Through the binary, as a user would.
+    let out = logs.path().join("train.parquet");
+    let run = Command::new(env!("CARGO_BIN_EXE_infergate"))
+        .args(["export", "--log"])
+        .arg(logs.path())
+        .arg("--labels")
+        .arg(&extra)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["records"], 30);
+    assert_eq!(summary["labels"], 20 + 1 + 5);
+    assert_eq!(summary["labelled_records"], 25);
+
+    // (id, row) -> (features, prediction, label, version)
+    type Exported = (Vec<f32>, Option<i64>, f64, u64);
+    let mut got: BTreeMap<(String, u32), Exported> = BTreeMap::new();
+    for b in batches(&out) {
+        let ids = b.column_by_name("id").unwrap().as_string::<i32>().clone();
+        let row = b
+            .column_by_name("row")
+            .unwrap()
+            .as_primitive::<arrow_array::types::UInt32Type>()
+            .clone();
+        let features = b.column_by_name("input").unwrap().as_list::<i32>().clone();
+        let pred = b
+            .column_by_name("prediction")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let label = b
+            .column_by_name("label")
+            .unwrap()
+            .as_primitive::<arrow_array::types::Float64Type>()
+            .clone();
+        let version = b
+            .column_by_name("version")
+            .unwrap()
+            .as_primitive::<UInt64Type>()
+            .clone();
+        for i in 0..b.num_rows() {
+            got.insert(
+                (ids.value(i).to_string(), row.value(i)),
+                (
+                    features
+                        .value(i)
+                        .as_primitive::<Float32Type>()
+                        .values()
+                        .to_vec(),
+                    (!pred.is_null(i)).then(|| pred.value(i)),
+                    label.value(i),
+                    version.value(i),
+                ),
+            );
+        }
+    }
+    let mut want = 0;
+    for i in 0..25usize {
+        let id = format!("e-{i:02}");
+        let (rows, predicted) = &sent[&id];
+        for (r, features) in rows.iter().enumerate() {
+            let (f, p, l, v) = &got[&(id.clone(), r as u32)];
+            assert_eq!(f, features, "{id} row {r}: the features as sent");
+            assert_eq!(*p, Some(predicted[r]), "{id} row {r}");
+            assert_eq!(*l, truth(&id, r) as f64, "{id} row {r}: the last label");
+            assert_eq!(*v, 2);
+            want += 1;
+        }
+    }
+    assert_eq!(got.len(), want, "only labelled rows");
+    assert_eq!(summary["rows"], want);
+
+    // Errors name the file: a log directory without a log.
+    let empty = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_infergate"))
+        .args(["export", "--log"])
+        .arg(empty.path())
+        .arg("--out")
+        .arg(empty.path().join("x.parquet"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no prediction log files"));
+}

@@ -424,14 +424,14 @@ impl Feedback {
     /// Applies labels: each valid one to its prediction (replacing an
     /// earlier label of the same id), unknown ids and invalid labels
     /// reported back.
-    pub fn label(&self, labels: Vec<LabelIn>, now: SystemTime) -> FeedbackOutcome {
+    pub fn label(&self, labels: &[LabelIn], now: SystemTime) -> FeedbackOutcome {
         let mut out = FeedbackOutcome::default();
         let mut guard = crate::sync::lock(&self.state);
         let s = &mut *guard;
         let evicted = s.evict(now);
         let window_no = (to_secs(now) / s.window.as_secs_f64()) as u64;
         let kept = s.windows_kept;
-        for (index, item) in labels.into_iter().enumerate() {
+        for (index, item) in labels.iter().enumerate() {
             let invalid = |error: String| InvalidLabel {
                 index,
                 id: item.id.clone(),

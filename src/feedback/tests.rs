@@ -95,10 +95,10 @@ fn accuracy_and_confusion_match_a_count_by_hand() {
     for i in 0..10u64 {
         f.record(&format!("r{i}"), 1, &j, classes(&[(i % 3) as i64]), at(i));
     }
-    let labels = (0..10u64)
+    let labels: Vec<LabelIn> = (0..10u64)
         .map(|i| label(&format!("r{i}"), &[(i % 2) as f64]))
         .collect();
-    let out = f.label(labels, at(100));
+    let out = f.label(&labels, at(100));
     assert_eq!((out.applied, out.replaced), (10, 0));
     assert!(out.unknown.is_empty() && out.invalid.is_empty());
     let right = (0..10u64).filter(|i| i % 3 == i % 2).count() as f64;
@@ -130,9 +130,9 @@ fn a_second_label_replaces_the_first() {
     let j = Judge::of(&digits(), None).unwrap().unwrap();
     let f = feedback(100);
     f.record("a", 1, &j, classes(&[4]), at(0));
-    f.label(vec![label("a", &[4.0])], at(1));
+    f.label(&[label("a", &[4.0])], at(1));
     assert_eq!(f.accuracy_of(1), Some((1.0, 1)));
-    let out = f.label(vec![label("a", &[5.0])], at(2));
+    let out = f.label(&[label("a", &[5.0])], at(2));
     assert_eq!((out.applied, out.replaced), (1, 1));
     assert_eq!(f.accuracy_of(1), Some((0.0, 1)));
     let report = f.report();
@@ -155,7 +155,7 @@ fn unknown_ids_and_bad_labels_are_reported_and_the_rest_applied() {
     f.record("two-rows", 1, &j, classes(&[1, 2]), at(0));
     f.record("one", 1, &j, classes(&[1]), at(0));
     let out = f.label(
-        vec![
+        &[
             label("ghost", &[1.0]),
             label("two-rows", &[1.0]),
             label("one", &[10.0]),
@@ -191,7 +191,7 @@ fn the_index_is_bounded_by_count_and_age() {
     for i in 0..5u64 {
         f.record(&format!("r{i}"), 1, &j, classes(&[0]), at(i));
     }
-    let out = f.label(vec![label("r0", &[0.0]), label("r4", &[0.0])], at(5));
+    let out = f.label(&[label("r0", &[0.0]), label("r4", &[0.0])], at(5));
     assert_eq!(out.unknown, vec!["r0".to_string()]);
     assert_eq!(f.report().indexed, 3);
     // Reusing one id over and over keeps one prediction, not an order list
@@ -212,7 +212,7 @@ fn the_index_is_bounded_by_count_and_age() {
     );
     aged.record("old", 1, &j, classes(&[0]), at(0));
     aged.record("new", 1, &j, classes(&[0]), at(50));
-    let out = aged.label(vec![label("old", &[0.0]), label("new", &[0.0])], at(70));
+    let out = aged.label(&[label("old", &[0.0]), label("new", &[0.0])], at(70));
     assert_eq!(out.unknown, vec!["old".to_string()]);
     assert_eq!(out.applied, 1);
 }
@@ -225,7 +225,7 @@ fn windows_follow_label_arrival_and_keep_a_few() {
         f.record(&format!("r{i}"), 2, &j, classes(&[1]), at(0));
         // Window of 10 s: one label per window, every other one right.
         f.label(
-            vec![label(&format!("r{i}"), &[(i % 2) as f64])],
+            &[label(&format!("r{i}"), &[(i % 2) as f64])],
             at(10 * i + 1),
         );
     }
@@ -248,10 +248,10 @@ fn the_shadow_is_judged_on_the_same_ids() {
     f.attach_shadow("r0", "version 2", classes(&[1]));
     f.attach_shadow("r1", "version 2", classes(&[1]));
     // r2 is labelled before its shadow answer arrives.
-    f.label(vec![label("r2", &[1.0])], at(1));
+    f.label(&[label("r2", &[1.0])], at(1));
     f.attach_shadow("r2", "version 2", classes(&[1]));
     f.label(
-        vec![
+        &[
             label("r0", &[1.0]),
             label("r1", &[0.0]),
             label("r3", &[0.0]),
@@ -275,13 +275,13 @@ fn regression_labels_give_mae_and_rmse() {
     let j = Judge::of(&sig, None).unwrap().unwrap();
     let f = feedback(100);
     f.record("a", 1, &j, Said::Values(vec![1.0, 2.0]), at(0));
-    let out = f.label(vec![label("a", &[2.0, 4.0])], at(1));
+    let out = f.label(&[label("a", &[2.0, 4.0])], at(1));
     assert_eq!(out.applied, 1);
     let report = f.report();
     let cum = &report.versions["1"].cumulative;
     assert_eq!(cum.mae, Some(1.5));
     assert!((cum.rmse.unwrap() - (2.5f64).sqrt()).abs() < 1e-12);
     assert_eq!(cum.accuracy, None);
-    let bad = f.label(vec![label("a", &[f64::NAN, 1.0])], at(2));
+    let bad = f.label(&[label("a", &[f64::NAN, 1.0])], at(2));
     assert!(bad.invalid[0].error.contains("finite"));
 }

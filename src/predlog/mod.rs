@@ -30,6 +30,7 @@
 //! shape column says how to cut it into rows (`infergate export` does).
 
 mod columns;
+pub mod export;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -212,8 +213,19 @@ pub struct ShadowPart {
     pub predicted: Option<Vec<Option<i64>>>,
 }
 
+/// A label the feedback API received, as the log keeps it (for
+/// `infergate export`): every label with a well-formed value, whether or
+/// not the in-memory index still held its prediction.
+#[derive(Debug, Clone)]
+pub struct LabelLine {
+    pub time: SystemTime,
+    pub id: String,
+    pub label: Vec<f64>,
+}
+
 enum Msg {
     Record(Box<Record>),
+    Labels(Vec<LabelLine>),
     /// Flush, close the file and stop.
     Close,
 }
@@ -263,6 +275,18 @@ impl PredictionLog {
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped_full.increment(1)
             }
+        }
+    }
+
+    /// Hands labels to the writer (its `<model>-labels-*.jsonl` files), or
+    /// drops and counts them when it lags.
+    pub fn labels(&self, labels: Vec<LabelLine>) {
+        if labels.is_empty() {
+            return;
+        }
+        let n = labels.len() as u64;
+        if self.tx.try_send(Msg::Labels(labels)).is_err() {
+            self.dropped_full.increment(n);
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) struct Writer {
     max_age: Duration,
     dir: PathBuf,
     open: Option<Open>,
+    /// The open label file (JSON lines), rotated like the records' files.
+    labels: Option<Open>,
     /// Set after a failure: nothing is tried before then.
     retry_at: Option<Instant>,
     /// Whether the last attempt failed (the error is logged once per run
@@ -121,6 +123,7 @@ impl Writer {
             max_age: config.max_age,
             dir,
             open: None,
+            labels: None,
             retry_at: None,
             failing: false,
             seq: 0,
@@ -141,6 +144,10 @@ impl Writer {
                     while burst.len() < BURST {
                         match rx.try_recv() {
                             Ok(Msg::Record(r)) => burst.push(*r),
+                            Ok(Msg::Labels(l)) => {
+                                self.write(std::mem::take(&mut burst));
+                                self.write_labels(l);
+                            }
                             Ok(Msg::Close) | Err(TryRecvError::Disconnected) => {
                                 closing = true;
                                 break;
@@ -150,11 +157,13 @@ impl Writer {
                     }
                     self.write(std::mem::take(&mut burst));
                 }
+                Ok(Msg::Labels(l)) => self.write_labels(l),
                 Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if closing {
                 self.close_file();
+                self.close_labels();
                 return;
             }
             if self
@@ -163,6 +172,13 @@ impl Writer {
                 .is_some_and(|o| o.opened.elapsed() >= self.max_age)
             {
                 self.close_file();
+            }
+            if self
+                .labels
+                .as_ref()
+                .is_some_and(|o| o.opened.elapsed() >= self.max_age)
+            {
+                self.close_labels();
             }
         }
     }
@@ -214,37 +230,114 @@ impl Writer {
         }
     }
 
-    fn open_file(&mut self, layout: Arc<Layout>) -> Result<(), String> {
+    fn write_labels(&mut self, labels: Vec<super::LabelLine>) {
+        if self.labels.is_none() {
+            match self.create("-labels", "jsonl") {
+                Ok((file, part, path)) => {
+                    self.labels = Some(Open {
+                        part,
+                        path,
+                        opened: Instant::now(),
+                        rows: 0,
+                        layout: Arc::new(Layout {
+                            inputs: Vec::new(),
+                            outputs: Vec::new(),
+                            classes: false,
+                        }),
+                        sink: Sink::Jsonl {
+                            out: BufWriter::new(file),
+                            bytes: 0,
+                        },
+                    })
+                }
+                Err(e) => {
+                    self.failed(&e);
+                    self.dropped.increment(labels.len() as u64);
+                    return;
+                }
+            }
+        }
+        let open = self.labels.as_mut().expect("opened above");
+        let Sink::Jsonl { out, bytes } = &mut open.sink else {
+            unreachable!("label files are JSON lines")
+        };
+        let mut text = Vec::new();
+        for l in &labels {
+            let line = serde_json::json!({
+                "time": humantime::format_rfc3339_micros(l.time).to_string(),
+                "id": l.id,
+                "label": l.label,
+            });
+            serde_json::to_writer(&mut text, &line).expect("JSON values serialise");
+            text.push(b'\n');
+        }
+        let written = out.write_all(&text).and_then(|()| out.flush());
+        if written.is_ok() {
+            *bytes += text.len() as u64;
+            open.rows += labels.len() as u64;
+        }
+        let full = open.rows >= self.max_rows || *bytes >= self.max_bytes;
+        match written {
+            Ok(()) => self.recovered(),
+            Err(e) => {
+                let open = self.labels.take().expect("open");
+                let _ = std::fs::remove_file(&open.part);
+                self.failed(&format!("writing {}: {e}", open.part.display()));
+                self.dropped.increment(open.rows + labels.len() as u64);
+                return;
+            }
+        }
+        if full {
+            self.close_labels();
+        }
+    }
+
+    fn close_labels(&mut self) {
+        let Some(open) = self.labels.take() else {
+            return;
+        };
+        let result = open
+            .sink
+            .finish()
+            .and_then(|()| std::fs::rename(&open.part, &open.path).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&open.part);
+            self.dropped.increment(open.rows);
+            self.failed(&format!("closing {}: {e}", open.part.display()));
+        }
+    }
+
+    /// A new `.part` file: `<model><kind>-<UTC time to the ms>-<seq>.<ext>`,
+    /// sortable by time.
+    fn create(&mut self, kind: &str, ext: &str) -> Result<(File, PathBuf, PathBuf), String> {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return Err(String::new()); // still backing off: said already
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))?;
-        // Sortable by time: <model>-<UTC time to the millisecond>-<seq>.
         let stamp: String = humantime::format_rfc3339_millis(SystemTime::now())
             .to_string()
             .chars()
             .filter(|c| !matches!(c, '-' | ':'))
             .collect();
-        let (file, part, path) = loop {
+        loop {
             self.seq += 1;
-            let name = format!(
-                "{}-{stamp}-{:06}.{}",
-                self.model,
-                self.seq,
-                self.format.extension()
-            );
+            let name = format!("{}{kind}-{stamp}-{:06}.{ext}", self.model, self.seq);
             let path = self.dir.join(&name);
             let part = self.dir.join(format!("{name}.part"));
             if path.exists() {
                 continue;
             }
             match OpenOptions::new().write(true).create_new(true).open(&part) {
-                Ok(f) => break (f, part, path),
+                Ok(f) => return Ok((f, part, path)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(format!("cannot create {}: {e}", part.display())),
             }
-        };
+        }
+    }
+
+    fn open_file(&mut self, layout: Arc<Layout>) -> Result<(), String> {
+        let (file, part, path) = self.create("", self.format.extension())?;
         let sink = match self.format {
             Format::Parquet => {
                 let schema = columns::schema(&layout);

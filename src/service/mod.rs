@@ -181,8 +181,30 @@ impl Service {
         model: &str,
         labels: Vec<crate::feedback::LabelIn>,
     ) -> Result<crate::feedback::FeedbackOutcome, Error> {
-        let feedback = self.feedback_of(model)?;
-        let outcome = feedback.label(labels, std::time::SystemTime::now());
+        let (feedback, log) = self.feedback_of(model)?;
+        let now = std::time::SystemTime::now();
+        let outcome = feedback.label(&labels, now);
+        // Into the log as well, known ids or not (not those refused):
+        // `infergate export` joins them with the records, which outlive
+        // the in-memory index.
+        if let Some(log) = log {
+            let refused: std::collections::HashSet<usize> =
+                outcome.invalid.iter().map(|i| i.index).collect();
+            log.labels(
+                labels
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| !refused.contains(i))
+                    .filter_map(|(_, l)| {
+                        l.values.ok().map(|label| crate::predlog::LabelLine {
+                            time: now,
+                            id: l.id,
+                            label,
+                        })
+                    })
+                    .collect(),
+            );
+        }
         if outcome.invalid.is_empty() {
             Ok(outcome)
         } else {
@@ -197,15 +219,27 @@ impl Service {
 
     /// Live accuracy of a model's versions and of its shadows.
     pub fn accuracy(&self, model: &str) -> Result<crate::feedback::ModelAccuracy, Error> {
-        Ok(self.feedback_of(model)?.report())
+        Ok(self.feedback_of(model)?.0.report())
     }
 
-    fn feedback_of(&self, model: &str) -> Result<Arc<crate::feedback::Feedback>, Error> {
+    /// The model's feedback index (and its log, if any), or why labels
+    /// cannot be taken for it.
+    #[allow(clippy::type_complexity)]
+    fn feedback_of(
+        &self,
+        model: &str,
+    ) -> Result<
+        (
+            Arc<crate::feedback::Feedback>,
+            Option<Arc<crate::predlog::PredictionLog>>,
+        ),
+        Error,
+    > {
         let table = self.repository.registry.snapshot();
         let entry = table.entry(model)?;
         let judged = entry.ready_versions().any(|v| v.judge.is_some());
         match &entry.feedback {
-            Some(f) if f.enabled() && judged => Ok(f.clone()),
+            Some(f) if f.enabled() && judged => Ok((f.clone(), entry.log.clone())),
             Some(f) if !f.enabled() => Err(Error::BadRequest(format!(
                 "model '{model}' keeps no predictions for labels ([feedback] max_predictions = 0)"
             ))),
