@@ -228,7 +228,7 @@ async fn live_accuracy_equals_the_tests_own_count() {
 
 #[tokio::test]
 async fn bad_labels_are_named_and_the_good_ones_applied() {
-    let server = TestServer::start(repo_with(&["digits"]), None).await;
+    let server = TestServer::start(repo_with(&["digits", "tiny"]), None).await;
     let digits = Digits::load();
     let (_, one) = server
         .post(
@@ -303,6 +303,18 @@ async fn bad_labels_are_named_and_the_good_ones_applied() {
     assert_eq!(status, 404, "{v}");
     let (status, v) = server.get("/v2/models/digits/feedback").await;
     assert_eq!(status, 405, "{v}");
+    // tiny keeps no predictions (no [feedback] in its config.toml).
+    let (status, v) = server
+        .post("/v2/models/tiny/feedback", &json!({ "labels": [] }))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("add a [feedback] section"),
+        "{v}"
+    );
 
     // gRPC: the same refusal, as INVALID_ARGUMENT naming the label.
     let mut feedback =

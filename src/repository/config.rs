@@ -32,7 +32,7 @@
 //! max_rows = 100000                 # records per file; also max_bytes, max_age = "1h"
 //! inputs = true                     # also outputs = true, refused = false
 //!
-//! [feedback]                        # predictions kept for labels (POST .../feedback)
+//! [feedback]                        # present: predictions kept for labels (POST .../feedback)
 //! keep = "7d"
 //! max_predictions = 100000          # 0: no index, no feedback
 //! output = "label"                  # default: the gate's output, else the first class output
@@ -189,9 +189,10 @@ pub struct ModelConfig {
     /// The deployment gate's checks (see `gate.rs`).
     #[serde(default)]
     pub gate: crate::rollout::gate::GateConfig,
-    /// The index of recent predictions that labels are joined with.
-    #[serde(default)]
-    pub feedback: crate::feedback::FeedbackConfig,
+    /// The index of recent predictions that labels are joined with;
+    /// absent: no index (it costs memory and a little per request, so a
+    /// model that will get labels says so).
+    pub feedback: Option<crate::feedback::FeedbackConfig>,
     /// The prediction log; absent: requests are not logged.
     pub log: Option<crate::predlog::LogConfig>,
 }

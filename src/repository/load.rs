@@ -100,8 +100,8 @@ fn load_version_blocking(
         &signature,
         config
             .feedback
-            .output
-            .as_deref()
+            .as_ref()
+            .and_then(|f| f.output.as_deref())
             .or(config.gate.output.as_deref()),
     )
     .map_err(ConfigError::new)?;

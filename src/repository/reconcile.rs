@@ -43,7 +43,7 @@ impl Repository {
             shadow: previous.shadow.clone(),
             pinned: previous.pinned.clone(),
             config_shadow: previous.config_shadow.clone(),
-            feedback: Some(self.feedback_of(name, &config, previous)),
+            feedback: self.feedback_of(name, &config, previous),
             log: self.log_of(name, &dir, &config, previous),
             ..ModelEntry::default()
         };
@@ -119,22 +119,18 @@ impl Repository {
         name: &str,
         config: &ModelConfig,
         previous: &ModelEntry,
-    ) -> Arc<crate::feedback::Feedback> {
+    ) -> Option<Arc<crate::feedback::Feedback>> {
+        let wanted = config.feedback.clone()?;
         let d = &self.defaults.window;
         let window = config.stats.window.unwrap_or(d.length);
         let kept = config.stats.keep.unwrap_or(d.keep);
-        match &previous.feedback {
+        Some(match &previous.feedback {
             Some(f) => {
-                f.configure(config.feedback.clone(), window, kept);
+                f.configure(wanted, window, kept);
                 f.clone()
             }
-            None => Arc::new(crate::feedback::Feedback::new(
-                name,
-                config.feedback.clone(),
-                window,
-                kept,
-            )),
-        }
+            None => Arc::new(crate::feedback::Feedback::new(name, wanted, window, kept)),
+        })
     }
 
     /// The model's prediction log: the one it had while `[log]` stays the

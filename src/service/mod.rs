@@ -243,6 +243,9 @@ impl Service {
             Some(f) if !f.enabled() => Err(Error::BadRequest(format!(
                 "model '{model}' keeps no predictions for labels ([feedback] max_predictions = 0)"
             ))),
+            None => Err(Error::BadRequest(format!(
+                "model '{model}' keeps no predictions for labels: add a [feedback] section to its config.toml"
+            ))),
             _ => Err(Error::BadRequest(format!(
                 "model '{model}' has no output that labels can be judged against (a class per row, or one value per row); name one with [feedback] output"
             ))),
