@@ -44,8 +44,10 @@ pub struct ModelVersion {
     pub loaded_at: SystemTime,
     /// Which output labels are judged against, when one can be.
     pub judge: Option<crate::feedback::Judge>,
-    /// The columns of this version's prediction log records.
+    /// The columns of this version's prediction log records, and the
+    /// names its records share.
     pub log_layout: Arc<crate::predlog::Layout>,
+    pub log_names: (Arc<str>, Arc<str>),
 }
 
 /// What the repository index says of a version.

@@ -229,7 +229,7 @@ pub fn batch(
             records.iter().map(|r| r.id.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| r.model.as_str()),
+            records.iter().map(|r| &*r.model),
         )),
         {
             let mut b = UInt64Builder::with_capacity(records.len());
@@ -237,7 +237,7 @@ pub fn batch(
             Arc::new(b.finish())
         },
         Arc::new(StringArray::from_iter_values(
-            records.iter().map(|r| r.sha256.as_str()),
+            records.iter().map(|r| &*r.sha256),
         )),
         Arc::new(StringArray::from_iter_values(
             records.iter().map(|r| r.protocol),
@@ -349,9 +349,9 @@ pub fn json_line(r: &Record) -> Value {
     let mut line = json!({
         "time": humantime::format_rfc3339_micros(r.time).to_string(),
         "id": r.id,
-        "model": r.model,
+        "model": &*r.model,
         "version": r.version,
-        "model_sha256": r.sha256,
+        "model_sha256": &*r.sha256,
         "protocol": r.protocol,
         "latency_us": r.latency.as_micros() as u64,
         "status": r.status,

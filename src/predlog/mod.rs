@@ -69,6 +69,9 @@ pub struct LogConfig {
     /// Also log refused requests (schema, shape, overload...) with why.
     pub refused: bool,
     /// Records waiting for the writer at most; beyond, dropped and counted.
+    /// A waiting record holds its tensors (raw inputs: the request body
+    /// they came in), so this bounds the log's memory too: queue × the
+    /// size of a request.
     pub queue: usize,
 }
 
@@ -84,7 +87,7 @@ impl Default for LogConfig {
             inputs: true,
             outputs: true,
             refused: false,
-            queue: 8192,
+            queue: 4096,
         }
     }
 }
@@ -187,9 +190,10 @@ impl Layout {
 pub struct Record {
     pub time: SystemTime,
     pub id: String,
-    pub model: String,
+    /// Shared by the version's records (no copy per record).
+    pub model: std::sync::Arc<str>,
     pub version: u64,
-    pub sha256: String,
+    pub sha256: std::sync::Arc<str>,
     pub protocol: &'static str,
     pub latency: Duration,
     /// `ok`, or the kind of error the request failed with.

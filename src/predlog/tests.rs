@@ -20,9 +20,9 @@ fn record(i: usize, layout: &Arc<Layout>) -> Record {
     Record {
         time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + i as u64),
         id: format!("r{i}"),
-        model: "m".into(),
+        model: std::sync::Arc::from("m"),
         version: 1,
-        sha256: "abc".into(),
+        sha256: std::sync::Arc::from("abc"),
         protocol: "http",
         latency: Duration::from_micros(100 + i as u64),
         status: "ok",

@@ -158,6 +158,7 @@ fn load_version_blocking(
         &signature,
         judge.as_ref().is_some_and(|j| j.classifier()),
     ));
+    let log_names = (Arc::from(name), Arc::from(sha256.as_str()));
     Ok(ModelVersion {
         model: name.to_string(),
         version,
@@ -176,6 +177,7 @@ fn load_version_blocking(
         health: config.health.clone(),
         loaded_at: std::time::SystemTime::now(),
         log_layout,
+        log_names,
         judge,
     })
 }

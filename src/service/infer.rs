@@ -191,9 +191,9 @@ impl Logged {
         let record = Record {
             time: SystemTime::now(),
             id: self.id,
-            model: model.model.clone(),
+            model: model.log_names.0.clone(),
             version: model.version,
-            sha256: model.sha256.clone(),
+            sha256: model.log_names.1.clone(),
             protocol: self.protocol,
             latency: took,
             status: match outcome {
