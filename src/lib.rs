@@ -29,6 +29,7 @@ pub mod predlog;
 pub mod repository;
 pub mod rollout;
 pub mod schema;
+pub mod serde_duration;
 pub mod service;
 pub mod sync;
 pub mod tensor;

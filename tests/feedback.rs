@@ -537,6 +537,9 @@ async fn the_shadow_report_shows_live_accuracy_of_both() {
         shadow_right as f64 / 60.0
     );
     let (_, acc) = server.get("/v2/models/digits/accuracy").await;
-    assert_eq!(acc["shadow"]["version 1"]["shadow"], live["shadow"]);
+    assert_eq!(
+        acc["shadow"]["version 1 (primary 2)"]["shadow"],
+        live["shadow"]
+    );
     server.stop().await;
 }

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tensor::json", 0),
     ("error", 0),
     ("sync", 0),
+    ("serde_duration", 0),
     ("backend", 1),
     ("backend::onnx", 1),
     ("backend::torch", 1),

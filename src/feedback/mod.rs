@@ -30,12 +30,16 @@ use crate::monitor::{
 use crate::tensor::{DataType, Tensor, TensorData};
 use crate::window::{widen, Classes};
 
+/// Classes a label may name when the judged output does not say (integer
+/// labels `[batch]`); bounds the confusion matrices labels can grow.
+pub const MAX_CLASSES: usize = 4096;
+
 /// `[feedback]` in a model's config.toml.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedbackConfig {
     /// Predictions kept for labels at most this long.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::serde_duration")]
     pub keep: Duration,
     /// Predictions kept at most (about 150 bytes each); 0 turns the index,
     /// and so the feedback API, off for the model.
@@ -53,17 +57,6 @@ impl Default for FeedbackConfig {
             max_predictions: 100_000,
             output: None,
         }
-    }
-}
-
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -152,11 +145,12 @@ impl Judge {
             return None;
         }
         let rows = match t.shape.first() {
-            Some(&r) if r > 0 && t.shape.len() > 1 => r as usize,
+            Some(&r) if t.shape.len() > 1 => usize::try_from(r).ok()?,
             _ if t.shape.len() == 1 => n,
             _ => 1,
         };
-        if rows == 0 || !n.is_multiple_of(rows) {
+        // An answer of no rows says nothing to label.
+        if rows == 0 || n == 0 || !n.is_multiple_of(rows) {
             return None;
         }
         let per_row = n / rows;
@@ -287,7 +281,8 @@ pub struct ModelAccuracy {
     pub max_predictions: usize,
     pub keep_seconds: u64,
     pub versions: BTreeMap<String, VersionAccuracy>,
-    /// Per shadow target: the primary and the shadow on the same labelled ids.
+    /// Per shadow target and primary (`version 3 (primary 1)`): the primary
+    /// and the shadow on the same labelled ids.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub shadow: BTreeMap<String, PairAccuracy>,
 }
@@ -357,8 +352,12 @@ impl Feedback {
     pub fn configure(&self, config: FeedbackConfig, window: Duration, windows_kept: usize) {
         let mut s = crate::sync::lock(&self.state);
         s.config = config;
-        if !window.is_zero() {
+        if !window.is_zero() && window != s.window {
+            // Window numbers are counted in the old length: start afresh.
             s.window = window;
+            for t in s.versions.values_mut() {
+                t.windows.clear();
+            }
         }
         s.windows_kept = windows_kept.max(1);
     }
@@ -401,7 +400,9 @@ impl Feedback {
         self.indexed.set(len as f64);
     }
 
-    /// Attaches the shadow's answer to the prediction of `id`.
+    /// Attaches the shadow's answer to the prediction of `id`. The pair is
+    /// the primary that answered and the target: evidence gathered against
+    /// another primary (before a promotion, say) never counts for this one.
     pub fn attach_shadow(&self, id: &str, target: &str, said: Said) {
         let mut guard = crate::sync::lock(&self.state);
         let s = &mut *guard;
@@ -411,14 +412,15 @@ impl Feedback {
         if said.rows() != e.said.rows() {
             return;
         }
+        let target = pair_key(e.version, target);
         if let Some((label, _)) = &e.label {
             // Labelled before the shadow answered: counted now.
-            let pair = s.pairs.entry(target.to_string()).or_default();
+            let pair = s.pairs.entry(target.clone()).or_default();
             pair.classifier = e.judge_classifier;
             pair.primary.apply(&e.said, label, 1);
             pair.shadow.apply(&said, label, 1);
         }
-        e.shadow = Some((target.to_string(), said));
+        e.shadow = Some((target, said));
     }
 
     /// Applies labels: each valid one to its prediction (replacing an
@@ -431,6 +433,7 @@ impl Feedback {
         let evicted = s.evict(now);
         let window_no = (to_secs(now) / s.window.as_secs_f64()) as u64;
         let kept = s.windows_kept;
+        let mut touched = std::collections::BTreeSet::new();
         for (index, item) in labels.iter().enumerate() {
             let invalid = |error: String| InvalidLabel {
                 index,
@@ -489,17 +492,26 @@ impl Feedback {
             }
             e.label = Some((values.clone(), window_no));
             out.applied += 1;
-            let gauges = tallies
+            tallies
                 .metrics
-                .get_or_insert_with(|| VersionGauges::new(&self.model, e.version));
-            gauges.labels.increment(values.len() as u64);
-            let report = tallies.cumulative.report(tallies.classifier);
-            if let Some(a) = report.accuracy {
-                gauges.accuracy.set(a);
-            }
-            if let (Some(mae), Some(rmse)) = (report.mae, report.rmse) {
-                gauges.mae.set(mae);
-                gauges.rmse.set(rmse);
+                .get_or_insert_with(|| VersionGauges::new(&self.model, e.version))
+                .labels
+                .increment(values.len() as u64);
+            touched.insert(e.version);
+        }
+        // The gauges once per version touched, from the sums (not a whole
+        // report per label, under the lock every request also takes).
+        for v in touched {
+            if let Some(t) = s.versions.get(&v) {
+                let (c, rows) = (&t.cumulative, t.cumulative.rows.max(1) as f64);
+                if let Some(g) = &t.metrics {
+                    if let Some(a) = c.accuracy(t.classifier) {
+                        g.accuracy.set(a);
+                    } else if c.rows > 0 {
+                        g.mae.set(c.abs_error.max(0.0) / rows);
+                        g.rmse.set((c.sq_error.max(0.0) / rows).sqrt());
+                    }
+                }
             }
         }
         let len = s.by_id.len();
@@ -570,10 +582,11 @@ impl Feedback {
         Some((t.cumulative.accuracy(t.classifier)?, t.cumulative.rows))
     }
 
-    /// The primary and the shadow on the ids the shadow saw.
-    pub fn pair(&self, target: &str) -> Option<PairAccuracy> {
+    /// The primary (version `primary`) and the shadow on the ids the
+    /// shadow saw.
+    pub fn pair(&self, primary: u64, target: &str) -> Option<PairAccuracy> {
         let s = crate::sync::lock(&self.state);
-        s.pairs.get(target).map(Pair::report)
+        s.pairs.get(&pair_key(primary, target)).map(Pair::report)
     }
 }
 
@@ -605,6 +618,11 @@ impl VersionGauges {
     }
 }
 
+/// How reports name a pair: `version 3 (primary 1)`.
+fn pair_key(primary: u64, target: &str) -> String {
+    format!("{target} (primary {primary})")
+}
+
 /// The tally of window `number`, opened when missing; old ones dropped.
 fn window_of(windows: &mut VecDeque<(u64, Tally)>, number: u64, kept: usize) -> &mut Tally {
     if windows.back().is_none_or(|(w, _)| *w < number) {
@@ -631,13 +649,13 @@ fn check(e: &Entry, values: &[f64]) -> Result<(), String> {
         ));
     }
     if e.judge_classifier {
+        // Classes a label may name: what the output's shape says, else
+        // MAX_CLASSES (each new class is a confusion cell kept for good).
+        let k = e.count.unwrap_or(MAX_CLASSES);
         for (row, &v) in values.iter().enumerate() {
             let whole = v.is_finite() && v.fract() == 0.0 && v >= 0.0;
-            if !whole || e.count.is_some_and(|k| v >= k as f64) {
-                let range = e.count.map_or("a non-negative integer".to_string(), |k| {
-                    format!("a class in 0..{k}")
-                });
-                return Err(format!("row {row}: label {v} is not {range}"));
+            if !whole || v >= k as f64 {
+                return Err(format!("row {row}: label {v} is not a class in 0..{k}"));
             }
         }
     } else if let Some(row) = values.iter().position(|v| !v.is_finite()) {

@@ -90,18 +90,6 @@ impl Tally {
             .saturating_record(seconds.ceil().max(1.0) as u64);
     }
 
-    /// Adds another tally (windows into a span).
-    pub fn merge(&mut self, other: &Tally) {
-        self.rows += other.rows;
-        self.correct += other.correct;
-        for (&k, &n) in &other.confusion {
-            *self.confusion.entry(k).or_default() += n;
-        }
-        self.abs_error += other.abs_error;
-        self.sq_error += other.sq_error;
-        let _ = self.delays.add(&other.delays);
-    }
-
     pub fn accuracy(&self, classifier: bool) -> Option<f64> {
         (classifier && self.rows > 0).then(|| self.correct as f64 / self.rows as f64)
     }

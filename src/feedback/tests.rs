@@ -182,6 +182,15 @@ fn unknown_ids_and_bad_labels_are_reported_and_the_rest_applied() {
     // The one good label: two rows, one right.
     assert_eq!(out.applied, 1);
     assert_eq!(f.accuracy_of(1), Some((0.5, 2)));
+    // Integer labels with no class count from the shape: bounded all the same.
+    let int_judge = Judge::of(&digits(), Some("label")).unwrap().unwrap();
+    f.record("int", 1, &int_judge, classes(&[1]), at(0));
+    let int = f.label(&[label("int", &[5000.0])], at(1));
+    assert!(
+        int.invalid[0].error.contains("0..4096"),
+        "{:?}",
+        int.invalid
+    );
 }
 
 #[test]
@@ -258,7 +267,8 @@ fn the_shadow_is_judged_on_the_same_ids() {
         ],
         at(2),
     );
-    let pair = f.pair("version 2").unwrap();
+    let pair = f.pair(1, "version 2").unwrap();
+    assert!(f.pair(3, "version 2").is_none(), "another primary's pair");
     assert_eq!(pair.primary.labelled_rows, 3);
     assert_eq!(pair.primary.accuracy, Some(1.0 / 3.0));
     assert_eq!(pair.shadow.accuracy, Some(2.0 / 3.0));

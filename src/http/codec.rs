@@ -272,7 +272,7 @@ pub fn decode_labels(body: &[u8]) -> Result<Vec<crate::feedback::LabelIn>, Error
             "invalid feedback body (expected {{\"labels\": [{{\"id\": ..., \"label\": ...}}]}}): {e}"
         ))
     })?;
-    let number = |v: &Value| v.as_f64().filter(|_| v.is_number());
+    let number = |v: &Value| v.as_f64();
     Ok(parsed
         .labels
         .into_iter()

@@ -112,7 +112,7 @@ impl TensorColumn {
         let end = *self.offsets.last().expect("starts with 0");
         match data.filter(|d| d.datatype() == self.datatype) {
             Some(d) => {
-                append(&mut self.data, d);
+                self.data.extend_from(d);
                 self.offsets.push(end + d.len() as i32);
                 self.valid.push(true);
             }
@@ -147,19 +147,6 @@ impl TensorColumn {
             Some(NullBuffer::from(self.valid)),
         )?))
     }
-}
-
-fn append(into: &mut TensorData, from: &TensorData) {
-    macro_rules! each {
-        ($($v:ident),*) => {
-            match (into, from) {
-                $((TensorData::$v(a), TensorData::$v(b)) => a.extend_from_slice(b),)*
-                (TensorData::Bytes(a), TensorData::Bytes(b)) => a.extend(b.iter().cloned()),
-                _ => unreachable!("datatypes checked by the caller"),
-            }
-        };
-    }
-    each!(Bool, Uint8, Uint16, Uint32, Uint64, Int8, Int16, Int32, Int64, Fp16, Fp32, Fp64)
 }
 
 fn shapes(values: impl Iterator<Item = Option<Vec<i64>>>) -> ArrayRef {

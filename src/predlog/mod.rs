@@ -61,7 +61,7 @@ pub struct LogConfig {
     /// pass it by one write).
     pub max_bytes: u64,
     /// A file is closed this long after it was opened, however small.
-    #[serde(with = "duration")]
+    #[serde(with = "crate::serde_duration")]
     pub max_age: Duration,
     /// What a record holds besides its metadata.
     pub inputs: bool,
@@ -123,17 +123,6 @@ impl Format {
             Format::Parquet => "parquet",
             Format::Jsonl => "jsonl",
         }
-    }
-}
-
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -206,6 +195,22 @@ pub struct Record {
     pub predicted: Option<Vec<Option<i64>>>,
     pub shadow: Option<ShadowPart>,
     pub layout: std::sync::Arc<Layout>,
+}
+
+impl Record {
+    /// Bytes of tensor data the record holds (what its columns will take).
+    pub fn tensor_bytes(&self) -> usize {
+        let outputs = |ts: &[Tensor]| ts.iter().map(|t| t.data.raw_len()).sum::<usize>();
+        self.inputs
+            .iter()
+            .map(|t| match &t.data {
+                crate::tensor::Elements::Raw { bytes, .. } => bytes.len(),
+                crate::tensor::Elements::Typed(d) => d.raw_len(),
+            })
+            .sum::<usize>()
+            + outputs(&self.outputs)
+            + self.shadow.as_ref().map_or(0, |s| outputs(&s.outputs))
+    }
 }
 
 /// What the shadow answered to a mirrored request.

@@ -260,6 +260,31 @@ fn an_unwritable_dir_drops_and_counts_then_resumes() {
     assert_eq!(ids, vec!["r5", "r6", "r7"]);
 }
 
+#[test]
+fn steady_traffic_does_not_put_off_the_retry() {
+    let base = tempfile::tempdir().unwrap();
+    let blocker = base.path().join("blocker");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let dir = blocker.join("log");
+    let log = PredictionLog::start("m", config(Format::Jsonl, 1000), dir.clone()).unwrap();
+    let l = layout();
+    log.submit(record(0, &l));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&blocker).unwrap();
+    // A record every 50 ms, for longer than the retry: the writer must try
+    // again within it, not once the traffic stops.
+    for i in 1..=40 {
+        log.submit(record(i, &l));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let written_while_busy = files(&dir, ".part").len() + files(&dir, ".jsonl").len();
+    log.close();
+    assert_eq!(
+        written_while_busy, 1,
+        "a file was opened while records kept coming"
+    );
+}
+
 fn writer_retry() -> Duration {
     Duration::from_millis(1100)
 }

@@ -29,6 +29,8 @@ const BURST: usize = 4096;
 /// futex call per record when it did). Records reach their file at most
 /// this much later; shutdown waits at most this much longer.
 const TICK: Duration = Duration::from_millis(100);
+/// Tensor bytes per written batch at most (see `write`).
+const BATCH_BYTES: usize = 256 << 20;
 /// After a failure, how long before opening a file is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,13 @@ struct Open {
     sink: Sink,
 }
 
+/// Why records did not reach the file: they could not be turned into a
+/// batch (the file is untouched), or the file failed (it cannot be trusted).
+enum WriteError {
+    Build(String),
+    Io(String),
+}
+
 enum Sink {
     Parquet {
         // Boxed: the writer is ten times the size of the other variant.
@@ -85,24 +94,26 @@ impl Sink {
         }
     }
 
-    fn write(&mut self, layout: &Layout, records: &[Record]) -> Result<(), String> {
+    fn write(&mut self, layout: &Layout, records: &[Record]) -> Result<(), WriteError> {
+        let io = |e: &dyn std::fmt::Display| WriteError::Io(e.to_string());
         match self {
             Sink::Parquet { writer, schema } => {
-                let batch = columns::batch(schema, layout, records).map_err(|e| e.to_string())?;
-                writer.write(&batch).map_err(|e| e.to_string())
+                let batch = columns::batch(schema, layout, records)
+                    .map_err(|e| WriteError::Build(e.to_string()))?;
+                writer.write(&batch).map_err(|e| io(&e))
             }
             Sink::Jsonl { out, bytes } => {
                 let mut line = Vec::new();
                 for r in records {
                     line.clear();
                     serde_json::to_writer(&mut line, &columns::json_line(r))
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| WriteError::Build(e.to_string()))?;
                     line.push(b'\n');
-                    out.write_all(&line).map_err(|e| e.to_string())?;
+                    out.write_all(&line).map_err(|e| io(&e))?;
                     *bytes += line.len() as u64;
                 }
                 // A reader of the open file (tail -f) sees whole lines.
-                out.flush().map_err(|e| e.to_string())
+                out.flush().map_err(|e| io(&e))
             }
         }
     }
@@ -192,9 +203,17 @@ impl Writer {
         let mut rest = &records[..];
         while let Some(first) = rest.first() {
             let layout = first.layout.clone();
+            // Records of one layout, and at most BATCH_BYTES of tensors: a
+            // column's list offsets are i32, and a burst of large requests
+            // must not overflow them.
+            let mut bytes = 0usize;
             let same = rest
                 .iter()
-                .take_while(|r| Arc::ptr_eq(&r.layout, &layout) || *r.layout == *layout)
+                .take_while(|r| {
+                    bytes += r.tensor_bytes();
+                    (Arc::ptr_eq(&r.layout, &layout) || *r.layout == *layout)
+                        && (bytes <= BATCH_BYTES || std::ptr::eq(*r, first))
+                })
                 .count();
             if self.open.as_ref().is_some_and(|o| *o.layout != *layout) {
                 self.close_file();
@@ -214,7 +233,13 @@ impl Writer {
                     self.records.increment(n as u64);
                     self.recovered();
                 }
-                Err(e) => {
+                Err(WriteError::Build(e)) => {
+                    // Nothing reached the file: these records go, it stays.
+                    let what = format!("building a batch for {}: {e}", open.part.display());
+                    self.failed(&what);
+                    self.dropped.increment(n as u64);
+                }
+                Err(WriteError::Io(e)) => {
                     // A file that failed mid-write cannot be trusted: it
                     // goes, with the rows it held.
                     let lost = open.rows + n as u64;
@@ -301,14 +326,12 @@ impl Writer {
         let Some(open) = self.labels.take() else {
             return;
         };
-        let result = open
-            .sink
-            .finish()
-            .and_then(|()| std::fs::rename(&open.part, &open.path).map_err(|e| e.to_string()));
-        if let Err(e) = result {
+        if let Err(e) = open.sink.finish() {
             let _ = std::fs::remove_file(&open.part);
             self.dropped.increment(open.rows);
             self.failed(&format!("closing {}: {e}", open.part.display()));
+        } else if let Err(e) = std::fs::rename(&open.part, &open.path) {
+            self.failed(&format!("renaming {}: {e}", open.part.display()));
         }
     }
 
@@ -389,28 +412,29 @@ impl Writer {
         let Some(open) = self.open.take() else {
             return;
         };
-        let result = open
-            .sink
-            .finish()
-            .and_then(|()| std::fs::rename(&open.part, &open.path).map_err(|e| e.to_string()));
-        match result {
+        if let Err(e) = open.sink.finish() {
+            let _ = std::fs::remove_file(&open.part);
+            self.dropped.increment(open.rows);
+            self.failed(&format!("closing {}: {e}", open.part.display()));
+            return;
+        }
+        match std::fs::rename(&open.part, &open.path) {
             Ok(()) => {
                 self.files.increment(1);
                 tracing::debug!(model = %self.model, file = %open.path.display(), rows = open.rows, "prediction log file closed");
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&open.part);
-                self.dropped.increment(open.rows);
-                self.failed(&format!("closing {}: {e}", open.part.display()));
-            }
+            // The file is whole and synced: it stays, under its .part name.
+            Err(e) => self.failed(&format!("renaming {}: {e}", open.part.display())),
         }
     }
 
     fn failed(&mut self, error: &str) {
-        self.retry_at = Some(Instant::now() + RETRY);
         if error.is_empty() {
+            // Still backing off (said already): the retry stays when it
+            // was, or steady traffic would push it back for ever.
             return;
         }
+        self.retry_at = Some(Instant::now() + RETRY);
         self.errors.increment(1);
         if !self.failing {
             tracing::error!(model = %self.model, %error, "prediction log cannot be written; records are dropped (infergate_log_dropped_total) until it can");

@@ -201,7 +201,7 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsConfig {
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, with = "crate::serde_duration::option")]
     pub window: Option<Duration>,
     pub keep: Option<usize>,
     pub max_features: Option<usize>,
@@ -224,19 +224,6 @@ impl DriftSettings {
             ks_threshold: self.ks_threshold.unwrap_or(d.ks_threshold),
             min_rows: self.min_rows.unwrap_or(d.min_rows),
         }
-    }
-}
-
-/// `window = "10s"` in TOML, as an optional duration.
-mod humantime_serde_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = Option::<String>::deserialize(d)?;
-        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 

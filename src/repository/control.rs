@@ -200,7 +200,8 @@ impl Repository {
         let live = entry
             .feedback
             .as_ref()
-            .and_then(|f| f.pair(&shadow.spec.target.key()));
+            .zip(entry.serving())
+            .and_then(|(f, v)| f.pair(v.version, &shadow.spec.target.key()));
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, "shadow off");
         Ok(shadow.report(live))

@@ -44,7 +44,7 @@ impl Repository {
             pinned: previous.pinned.clone(),
             config_shadow: previous.config_shadow.clone(),
             feedback: self.feedback_of(name, &config, previous),
-            log: self.log_of(name, &dir, &config, previous),
+            log: self.log_of(name, &config, previous),
             ..ModelEntry::default()
         };
         if let (
@@ -139,7 +139,6 @@ impl Repository {
     fn log_of(
         &self,
         name: &str,
-        _dir: &std::path::Path,
         config: &ModelConfig,
         previous: &ModelEntry,
     ) -> Option<Arc<crate::predlog::PredictionLog>> {

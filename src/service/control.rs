@@ -76,7 +76,8 @@ impl Service {
         let live = entry
             .feedback
             .as_ref()
-            .and_then(|f| f.pair(&shadow.spec.target.key()));
+            .zip(entry.serving())
+            .and_then(|(f, v)| f.pair(v.version, &shadow.spec.target.key()));
         Ok(shadow.report(live))
     }
 

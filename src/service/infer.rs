@@ -371,9 +371,15 @@ async fn mirror(
         feedback.attach_shadow(id, &shadow.spec.target.key(), said);
     }
     let outcome = result.map(|a| a.outputs).map_err(|e| e.to_string());
+    // Live accuracy of both, only for a candidate that is judged by it.
+    let judged = shadow
+        .promotion
+        .as_ref()
+        .is_some_and(|p| p.min_accuracy_gain.is_some());
     let live = feedback
         .as_ref()
-        .and_then(|(f, _)| f.pair(&shadow.spec.target.key()));
+        .filter(|_| judged)
+        .and_then(|(f, _)| f.pair(primary.version, &shadow.spec.target.key()));
     let promote = shadow.settle(
         ticket,
         &primary.signature,

@@ -159,7 +159,7 @@ impl TensorData {
     }
 
     /// Appends another buffer of the same datatype; false if they differ.
-    pub(super) fn extend_from(&mut self, other: &TensorData) -> bool {
+    pub fn extend_from(&mut self, other: &TensorData) -> bool {
         macro_rules! app {
             ($($variant:ident),*) => {
                 match (self, other) {
