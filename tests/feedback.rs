@@ -6,44 +6,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use common::*;
 use infergate::grpc::pb;
 use infergate::grpc::v1;
 use serde_json::{json, Value};
-
-fn body(rows: &[Vec<f32>], id: Option<&str>) -> Value {
-    let data: Vec<f32> = rows.iter().flatten().copied().collect();
-    let mut b = json!({ "inputs": [{ "name": "input", "shape": [rows.len(), 64], "datatype": "FP32", "data": data }] });
-    if let Some(id) = id {
-        b["id"] = json!(id);
-    }
-    b
-}
-
-fn labels_of(v: &Value) -> Vec<i64> {
-    v["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "label")
-        .unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-/// The value of one Prometheus series in this process's registry.
-fn metric(name: &str, labels: &str) -> Option<f64> {
-    let text = infergate::monitor::install().render();
-    let head = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&head))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[tokio::test]
 async fn live_accuracy_equals_the_tests_own_count() {
@@ -60,7 +27,10 @@ async fn live_accuracy_equals_the_tests_own_count() {
         row += n;
         let client_id = (i % 2 == 0).then(|| format!("client-{i}"));
         let (status, v) = server
-            .post("/v2/models/digits/infer", &body(rows, client_id.as_deref()))
+            .post(
+                "/v2/models/digits/infer",
+                &digits_body(rows, client_id.as_deref()),
+            )
             .await;
         assert_eq!(status, 200, "{v}");
         let id = v["id"]
@@ -122,10 +92,7 @@ async fn live_accuracy_equals_the_tests_own_count() {
     assert_eq!(v["replaced"], 0);
     assert_eq!(v["unknown"], json!(["never-sent"]));
 
-    let mut feedback =
-        v1::feedback_client::FeedbackClient::connect(format!("http://{}", server.grpc))
-            .await
-            .unwrap();
+    let mut feedback = feedback_client(&server).await;
     let answer = feedback
         .send_labels(v1::SendLabelsRequest {
             model: "digits".into(),
@@ -233,13 +200,13 @@ async fn bad_labels_are_named_and_the_good_ones_applied() {
     let (_, one) = server
         .post(
             "/v2/models/digits/infer",
-            &body(&digits.features[0..1], Some("one")),
+            &digits_body(&digits.features[0..1], Some("one")),
         )
         .await;
     let (_, two) = server
         .post(
             "/v2/models/digits/infer",
-            &body(&digits.features[1..3], Some("two")),
+            &digits_body(&digits.features[1..3], Some("two")),
         )
         .await;
     assert_eq!(
@@ -317,10 +284,7 @@ async fn bad_labels_are_named_and_the_good_ones_applied() {
     );
 
     // gRPC: the same refusal, as INVALID_ARGUMENT naming the label.
-    let mut feedback =
-        v1::feedback_client::FeedbackClient::connect(format!("http://{}", server.grpc))
-            .await
-            .unwrap();
+    let mut feedback = feedback_client(&server).await;
     let status = feedback
         .send_labels(v1::SendLabelsRequest {
             model: "digits".into(),
@@ -357,7 +321,7 @@ async fn bad_labels_are_named_and_the_good_ones_applied() {
     let (status, _) = server
         .post(
             "/v2/models/digits/infer",
-            &body(&digits.features[0..1], None),
+            &digits_body(&digits.features[0..1], None),
         )
         .await;
     assert_eq!(status, 200);
@@ -392,10 +356,7 @@ async fn grpc_answers_carry_ids_too() {
     assert_eq!(given.id, "g-1");
     let made = client.model_infer(request("")).await.unwrap().into_inner();
     assert_eq!(made.id.len(), 36, "{}", made.id);
-    let mut feedback =
-        v1::feedback_client::FeedbackClient::connect(format!("http://{}", server.grpc))
-            .await
-            .unwrap();
+    let mut feedback = feedback_client(&server).await;
     let answer = feedback
         .send_labels(v1::SendLabelsRequest {
             model: "digits".into(),
@@ -426,7 +387,7 @@ async fn health_says_wrong_when_live_accuracy_falls_below_training() {
         let (status, v) = server
             .post(
                 "/v2/models/digits/infer",
-                &body(&digits.features[i..i + 1], None),
+                &digits_body(&digits.features[i..i + 1], None),
             )
             .await;
         assert_eq!(status, 200, "{v}");
@@ -502,7 +463,7 @@ async fn the_shadow_report_shows_live_accuracy_of_both() {
         let (status, v) = server
             .post(
                 "/v2/models/digits/infer",
-                &body(&digits.features[i..i + 1], None),
+                &digits_body(&digits.features[i..i + 1], None),
             )
             .await;
         assert_eq!(status, 200, "{v}");
@@ -513,13 +474,7 @@ async fn the_shadow_report_shows_live_accuracy_of_both() {
         labels.push(json!({ "id": v["id"], "label": truth }));
     }
     // Every mirror has settled before the labels go in.
-    for _ in 0..1000 {
-        let (_, v) = server.get("/v2/models/digits/shadow").await;
-        if v["inflight"] == 0 && v["cumulative"]["compared"] == 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shadow_report(&server, 60).await;
     let (status, v) = server
         .post("/v2/models/digits/feedback", &json!({ "labels": labels }))
         .await;

@@ -115,25 +115,6 @@ fn rows(dir: &Path) -> BTreeMap<String, Row> {
     out
 }
 
-fn labels_of(v: &Value) -> Vec<i64> {
-    v["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "label")
-        .unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_i64().unwrap())
-        .collect()
-}
-
-fn json_body(rows: &[Vec<f32>], id: &str) -> Value {
-    let data: Vec<f32> = rows.iter().flatten().copied().collect();
-    json!({ "id": id, "inputs": [{ "name": "input", "shape": [rows.len(), 64], "datatype": "FP32", "data": data }] })
-}
-
 #[tokio::test]
 async fn the_log_holds_every_request_as_sent_over_every_protocol() {
     let logs = tempfile::tempdir().unwrap();
@@ -150,7 +131,7 @@ async fn the_log_holds_every_request_as_sent_over_every_protocol() {
         let rows = &digits.features[i..i + n];
         let id = format!("http-{i}");
         let (status, v) = server
-            .post("/v2/models/digits/infer", &json_body(rows, &id))
+            .post("/v2/models/digits/infer", &digits_body(rows, Some(&id)))
             .await;
         assert_eq!(status, 200, "{v}");
         sent.insert(id, (rows.concat(), labels_of(&v), "http"));
@@ -192,7 +173,7 @@ async fn the_log_holds_every_request_as_sent_over_every_protocol() {
     let (status, _) = server
         .post(
             "/v2/models/digits/infer",
-            &json_body(&[bad.clone()], "refused-1"),
+            &digits_body(&[bad.clone()], Some("refused-1")),
         )
         .await;
     assert_eq!(status, 400);
@@ -293,18 +274,12 @@ async fn a_mirrored_request_is_logged_with_the_shadows_answer() {
         let (status, v) = server
             .post(
                 "/v2/models/digits/infer",
-                &json_body(&digits.features[i..i + 1], &format!("m-{i}")),
+                &digits_body(&digits.features[i..i + 1], Some(&format!("m-{i}"))),
             )
             .await;
         assert_eq!(status, 200, "{v}");
     }
-    for _ in 0..500 {
-        let (_, v) = server.get("/v2/models/digits/shadow").await;
-        if v["inflight"] == 0 && v["cumulative"]["compared"] == 30 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shadow_report(&server, 30).await;
     server.stop().await;
     let logged = rows(logs.path());
     assert_eq!(logged.len(), 30);
@@ -358,7 +333,10 @@ fn after_kill_9_every_closed_file_reads_whole() {
     for i in 0..35usize {
         let r = client
             .post(format!("http://{http}/v2/models/digits/infer"))
-            .json(&json_body(&digits.features[i..i + 1], &format!("k-{i:02}")))
+            .json(&digits_body(
+                &digits.features[i..i + 1],
+                Some(&format!("k-{i:02}")),
+            ))
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
@@ -415,21 +393,17 @@ async fn a_log_that_cannot_be_written_never_stops_serving() {
         let (status, v) = server
             .post(
                 "/v2/models/digits/infer",
-                &json_body(&digits.features[i..i + 1], &format!("w-{i}")),
+                &digits_body(&digits.features[i..i + 1], Some(&format!("w-{i}"))),
             )
             .await;
         assert_eq!(status, 200, "{v}");
     }
     let dropped = || {
-        let text = infergate::monitor::install().render();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(
-                    "infergate_log_dropped_total{model=\"digits\",reason=\"write_error\"} ",
-                )
-            })
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        metric(
+            "infergate_log_dropped_total",
+            "model=\"digits\",reason=\"write_error\"",
+        )
+        .unwrap_or(0.0)
     };
     for _ in 0..200 {
         if dropped() >= 10.0 {
@@ -454,7 +428,7 @@ async fn export_joins_the_log_with_its_labels_row_by_row() {
         let rows = digits.features[2 * i..2 * i + n].to_vec();
         let id = format!("e-{i:02}");
         let (status, v) = server
-            .post("/v2/models/digits/infer", &json_body(&rows, &id))
+            .post("/v2/models/digits/infer", &digits_body(&rows, Some(&id)))
             .await;
         assert_eq!(status, 200, "{v}");
         sent.insert(id, (rows, labels_of(&v)));

@@ -30,33 +30,6 @@ fn outputs(v: &Value) -> (Vec<i64>, Vec<f64>) {
     (labels, probs)
 }
 
-/// Waits (up to 20 s) until no mirror is in flight: a mirror holds its
-/// in-flight slot until its outcome is recorded, so then every request
-/// that was mirrored is counted. The report.
-async fn settled(server: &TestServer) -> Value {
-    for _ in 0..1000 {
-        let (status, v) = server.get("/v2/models/digits/shadow").await;
-        assert_eq!(status, 200, "{v}");
-        if v["inflight"] == 0 {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("mirrors still in flight after 20 s");
-}
-
-async fn shadow_report(server: &TestServer, compared: u64) -> Value {
-    for _ in 0..1000 {
-        let (status, v) = server.get("/v2/models/digits/shadow").await;
-        assert_eq!(status, 200, "{v}");
-        if v["cumulative"]["compared"].as_u64() >= Some(compared) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the shadow never compared {compared} requests");
-}
-
 #[tokio::test]
 async fn shadow_comparison_equals_running_both_versions() {
     let server = TestServer::start(repo_with(&["digits"]), None).await;

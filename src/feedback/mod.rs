@@ -311,12 +311,6 @@ pub struct PairAccuracy {
     pub accuracy_gain: Option<f64>,
 }
 
-fn to_secs(t: SystemTime) -> f64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl Feedback {
     /// `window`/`windows_kept`: the model's statistics windows, whose
     /// spans the per-window accuracy follows.
@@ -431,7 +425,7 @@ impl Feedback {
         let mut guard = crate::sync::lock(&self.state);
         let s = &mut *guard;
         let evicted = s.evict(now);
-        let window_no = (to_secs(now) / s.window.as_secs_f64()) as u64;
+        let window_no = (crate::monitor::epoch_seconds(now) / s.window.as_secs_f64()) as u64;
         let kept = s.windows_kept;
         let mut touched = std::collections::BTreeSet::new();
         for (index, item) in labels.iter().enumerate() {

@@ -9,7 +9,7 @@ mod window;
 
 pub use recorder::{Recorder, RunRecorder};
 pub use serve::serve;
-pub use version::{VersionMetrics, WorkerMetrics};
+pub use version::{epoch_seconds, VersionMetrics, WorkerMetrics};
 pub use window::publish_window;
 
 use std::sync::OnceLock;

@@ -62,7 +62,8 @@ pub struct WorkerMetrics {
     pub queue_depth: metrics::Gauge,
 }
 
-fn epoch_seconds(t: std::time::SystemTime) -> f64 {
+/// Seconds since the epoch (0 before it): how metrics and reports count time.
+pub fn epoch_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }

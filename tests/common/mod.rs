@@ -365,3 +365,78 @@ pub async fn metrics_text(client: &reqwest::Client, addr: impl std::fmt::Display
         .await
         .unwrap()
 }
+
+/// A V2 JSON request of digits rows (`[rows, 64]` FP32), with the client's
+/// id when given.
+pub fn digits_body(rows: &[Vec<f32>], id: Option<&str>) -> Value {
+    let data: Vec<f32> = rows.iter().flatten().copied().collect();
+    let mut b = json!({ "inputs": [{ "name": "input", "shape": [rows.len(), 64], "datatype": "FP32", "data": data }] });
+    if let Some(id) = id {
+        b["id"] = json!(id);
+    }
+    b
+}
+
+/// The `label` output of a JSON answer.
+pub fn labels_of(v: &Value) -> Vec<i64> {
+    v["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+/// The value of one Prometheus series (`name{labels}`) in this test
+/// process's registry (every in-process server records there).
+pub fn metric(name: &str, labels: &str) -> Option<f64> {
+    let text = infergate::monitor::install().render();
+    let head = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A client of infergate's own `infergate.v1.Feedback` service.
+pub async fn feedback_client(
+    server: &TestServer,
+) -> infergate::grpc::v1::feedback_client::FeedbackClient<tonic::transport::Channel> {
+    infergate::grpc::v1::feedback_client::FeedbackClient::connect(format!("http://{}", server.grpc))
+        .await
+        .unwrap()
+}
+
+/// Waits (up to 20 s) until no mirror of digits is in flight: a mirror
+/// holds its in-flight slot until its outcome is recorded, so then every
+/// request that was mirrored is counted. The shadow report.
+pub async fn settled(server: &TestServer) -> Value {
+    for _ in 0..1000 {
+        let (status, v) = server.get("/v2/models/digits/shadow").await;
+        assert_eq!(status, 200, "{v}");
+        if v["inflight"] == 0 {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("mirrors still in flight after 20 s");
+}
+
+/// Waits (up to 20 s) until digits' shadow has compared `compared`
+/// requests — by then each one's shadow answer has reached the feedback
+/// index and the log too (both come before the comparison is counted).
+pub async fn shadow_report(server: &TestServer, compared: u64) -> Value {
+    for _ in 0..1000 {
+        let (status, v) = server.get("/v2/models/digits/shadow").await;
+        assert_eq!(status, 200, "{v}");
+        if v["cumulative"]["compared"].as_u64() >= Some(compared) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the shadow never compared {compared} requests");
+}
