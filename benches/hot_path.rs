@@ -151,6 +151,7 @@ fn in_process(c: &mut Criterion) {
                     length: std::time::Duration::from_secs(window),
                     keep: 10,
                     max_features: 64,
+                    ..Default::default()
                 },
                 device: Default::default(),
                 prediction_log_dir: std::env::temp_dir(),
@@ -213,6 +214,7 @@ fn window_cost(c: &mut Criterion) {
                 length: std::time::Duration::from_secs(3600),
                 keep: 1,
                 max_features: 64,
+                ..Default::default()
             },
             Default::default(),
             baseline,

@@ -104,6 +104,7 @@ fn main() {
                     length: std::time::Duration::from_secs(3600),
                     keep: 1,
                     max_features: 64,
+                    ..Default::default()
                 },
                 Default::default(),
                 None,

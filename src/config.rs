@@ -176,6 +176,7 @@ impl From<&ServeArgs> for Config {
                 length: a.stats_window,
                 keep: a.stats_windows_kept.max(1),
                 max_features: a.stats_max_features,
+                ..Default::default()
             },
             control_token: a.control_token.clone().filter(|t| !t.is_empty()),
             device: a.device,
@@ -202,6 +203,7 @@ impl Config {
                 length: Duration::from_secs(60),
                 keep: 10,
                 max_features: 64,
+                ..Default::default()
             },
             control_token: None,
             device: crate::backend::Device::Cpu,

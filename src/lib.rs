@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod batcher;
+pub mod checks;
 pub mod config;
 pub mod error;
 pub mod feedback;

@@ -28,7 +28,7 @@ use crate::monitor::{
     LIVE_RMSE,
 };
 use crate::tensor::{DataType, Tensor, TensorData};
-use crate::window::{widen, Classes};
+use crate::window::{widen, Classes, RollupSpec};
 
 /// Classes a label may name when the judged output does not say (integer
 /// labels `[batch]`); bounds the confusion matrices labels can grow.
@@ -222,8 +222,9 @@ struct Entry {
     count: Option<usize>,
     /// The shadow's answer on the same request, once it has run.
     shadow: Option<(String, Said)>,
-    /// The label applied, and the window it went to.
-    label: Option<(Vec<f64>, u64)>,
+    /// The label applied, and when it arrived (the window and the periods
+    /// it went to).
+    label: Option<(Vec<f64>, SystemTime)>,
 }
 
 /// One version's tallies: cumulative and by window of label arrival.
@@ -233,6 +234,8 @@ struct VersionTallies {
     cumulative: Tally,
     /// (window number, tally), oldest first; at most `keep` windows.
     windows: VecDeque<(u64, Tally)>,
+    /// The same by roll-up period (`State::rollups`, in its order).
+    rollups: Vec<VecDeque<(u64, Tally)>>,
     metrics: Option<VersionGauges>,
 }
 
@@ -255,6 +258,8 @@ struct State {
     config: FeedbackConfig,
     window: Duration,
     windows_kept: usize,
+    /// Hourly, daily, the checks' period: as the statistics windows'.
+    rollups: Vec<RollupSpec>,
     by_id: HashMap<Arc<str>, Entry>,
     /// Ids in the order they were indexed, with when: evicted from the front.
     order: VecDeque<(SystemTime, Arc<str>)>,
@@ -293,6 +298,8 @@ pub struct VersionAccuracy {
     pub cumulative: AccuracyReport,
     /// Kept windows, oldest first, by when their labels arrived.
     pub windows: Vec<WindowAccuracy>,
+    /// The same by hour and day (UTC), by roll-up name.
+    pub rollups: BTreeMap<String, Vec<WindowAccuracy>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -319,6 +326,7 @@ impl Feedback {
         config: FeedbackConfig,
         window: Duration,
         windows_kept: usize,
+        rollups: Vec<RollupSpec>,
     ) -> Feedback {
         let m = model.to_string();
         Feedback {
@@ -331,6 +339,7 @@ impl Feedback {
                     window
                 },
                 windows_kept: windows_kept.max(1),
+                rollups,
                 by_id: HashMap::new(),
                 order: VecDeque::new(),
                 versions: BTreeMap::new(),
@@ -343,9 +352,22 @@ impl Feedback {
     }
 
     /// New bounds from a changed config.toml; what is indexed stays.
-    pub fn configure(&self, config: FeedbackConfig, window: Duration, windows_kept: usize) {
+    pub fn configure(
+        &self,
+        config: FeedbackConfig,
+        window: Duration,
+        windows_kept: usize,
+        rollups: Vec<RollupSpec>,
+    ) {
         let mut s = crate::sync::lock(&self.state);
         s.config = config;
+        if rollups != s.rollups {
+            // Periods are counted in the old lengths: start afresh.
+            for t in s.versions.values_mut() {
+                t.rollups.clear();
+            }
+            s.rollups = rollups;
+        }
         if !window.is_zero() && window != s.window {
             // Window numbers are counted in the old length: start afresh.
             s.window = window;
@@ -425,8 +447,9 @@ impl Feedback {
         let mut guard = crate::sync::lock(&self.state);
         let s = &mut *guard;
         let evicted = s.evict(now);
-        let window_no = (crate::monitor::epoch_seconds(now) / s.window.as_secs_f64()) as u64;
+        let window_no = RollupSpec::period_of(s.window, now);
         let kept = s.windows_kept;
+        let rollups = &s.rollups;
         let mut touched = std::collections::BTreeSet::new();
         for (index, item) in labels.iter().enumerate() {
             let invalid = |error: String| InvalidLabel {
@@ -456,10 +479,18 @@ impl Feedback {
                     classifier: e.judge_classifier,
                     ..VersionTallies::default()
                 });
-            if let Some((old, old_window)) = e.label.take() {
+            tallies.rollups.resize_with(rollups.len(), VecDeque::new);
+            if let Some((old, arrived)) = e.label.take() {
                 tallies.cumulative.apply(&e.said, &old, -1);
+                let old_window = RollupSpec::period_of(s.window, arrived);
                 if let Some((_, t)) = tallies.windows.iter_mut().find(|(w, _)| *w == old_window) {
                     t.apply(&e.said, &old, -1);
+                }
+                for (spec, periods) in rollups.iter().zip(&mut tallies.rollups) {
+                    let n = RollupSpec::period_of(spec.length, arrived);
+                    if let Some((_, t)) = periods.iter_mut().find(|(w, _)| *w == n) {
+                        t.apply(&e.said, &old, -1);
+                    }
                 }
                 if let Some((target, shadow_said)) = &e.shadow {
                     if let Some(pair) = s.pairs.get_mut(target) {
@@ -475,16 +506,24 @@ impl Feedback {
                     .as_secs_f64();
                 tallies.cumulative.delay(delay);
                 window_of(&mut tallies.windows, window_no, kept).delay(delay);
+                for (spec, periods) in rollups.iter().zip(&mut tallies.rollups) {
+                    let n = RollupSpec::period_of(spec.length, now);
+                    window_of(periods, n, spec.keep).delay(delay);
+                }
             }
             tallies.cumulative.apply(&e.said, values, 1);
             window_of(&mut tallies.windows, window_no, kept).apply(&e.said, values, 1);
+            for (spec, periods) in rollups.iter().zip(&mut tallies.rollups) {
+                let n = RollupSpec::period_of(spec.length, now);
+                window_of(periods, n, spec.keep).apply(&e.said, values, 1);
+            }
             if let Some((target, shadow_said)) = &e.shadow {
                 let pair = s.pairs.entry(target.clone()).or_default();
                 pair.classifier = e.judge_classifier;
                 pair.primary.apply(&e.said, values, 1);
                 pair.shadow.apply(shadow_said, values, 1);
             }
-            e.label = Some((values.clone(), window_no));
+            e.label = Some((values.clone(), now));
             out.applied += 1;
             tallies
                 .metrics
@@ -523,12 +562,22 @@ impl Feedback {
     /// Live accuracy of every version that has labels, and of the shadows.
     pub fn report(&self) -> ModelAccuracy {
         let s = crate::sync::lock(&self.state);
-        let span = s.window.as_secs_f64();
         let stamp = |secs: f64| {
             humantime::format_rfc3339_seconds(
                 SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs),
             )
             .to_string()
+        };
+        let periods = |length: Duration, tallies: &VecDeque<(u64, Tally)>, classifier: bool| {
+            let span = length.as_secs_f64();
+            tallies
+                .iter()
+                .map(|(w, tally)| WindowAccuracy {
+                    start: stamp(*w as f64 * span),
+                    end: stamp((*w + 1) as f64 * span),
+                    report: tally.report(classifier),
+                })
+                .collect::<Vec<_>>()
         };
         ModelAccuracy {
             model: self.model.clone(),
@@ -548,13 +597,13 @@ impl Feedback {
                                 "regression"
                             },
                             cumulative: t.cumulative.report(t.classifier),
-                            windows: t
-                                .windows
+                            windows: periods(s.window, &t.windows, t.classifier),
+                            rollups: s
+                                .rollups
                                 .iter()
-                                .map(|(w, tally)| WindowAccuracy {
-                                    start: stamp(*w as f64 * span),
-                                    end: stamp((*w + 1) as f64 * span),
-                                    report: tally.report(t.classifier),
+                                .zip(&t.rollups)
+                                .map(|(spec, p)| {
+                                    (spec.name.clone(), periods(spec.length, p, t.classifier))
                                 })
                                 .collect(),
                         },
@@ -574,6 +623,16 @@ impl Feedback {
         let s = crate::sync::lock(&self.state);
         let t = s.versions.get(&version)?;
         Some((t.cumulative.accuracy(t.classifier)?, t.cumulative.rows))
+    }
+
+    /// Live accuracy of `version` from the labels that arrived in period
+    /// `number` of the roll-up of `length`, when it is kept.
+    pub fn period(&self, version: u64, length: Duration, number: u64) -> Option<AccuracyReport> {
+        let s = crate::sync::lock(&self.state);
+        let t = s.versions.get(&version)?;
+        let i = s.rollups.iter().position(|r| r.length == length)?;
+        let (_, tally) = t.rollups.get(i)?.iter().find(|(n, _)| *n == number)?;
+        Some(tally.report(t.classifier))
     }
 
     /// The primary (version `primary`) and the shadow on the ids the

@@ -27,7 +27,13 @@ fn feedback(max: usize) -> Feedback {
         max_predictions: max,
         ..FeedbackConfig::default()
     };
-    Feedback::new("m", config, Duration::from_secs(10), 3)
+    Feedback::new(
+        "m",
+        config,
+        Duration::from_secs(10),
+        3,
+        RollupSpec::standard(48, 31, None),
+    )
 }
 
 fn label(id: &str, values: &[f64]) -> LabelIn {
@@ -218,6 +224,7 @@ fn the_index_is_bounded_by_count_and_age() {
         },
         Duration::from_secs(10),
         3,
+        Vec::new(),
     );
     aged.record("old", 1, &j, classes(&[0]), at(0));
     aged.record("new", 1, &j, classes(&[0]), at(50));
@@ -294,4 +301,68 @@ fn regression_labels_give_mae_and_rmse() {
     assert_eq!(cum.accuracy, None);
     let bad = f.label(&[label("a", &[f64::NAN, 1.0])], at(2));
     assert!(bad.invalid[0].error.contains("finite"));
+}
+
+/// Hourly tallies hold the labels that arrived in the hour: their
+/// confusion matrix is the sum of the hour's windows' (a recomputation
+/// from the labels by hand), and a label replaced in a later hour is
+/// taken back from the hour it was counted in.
+#[test]
+fn hourly_tallies_are_the_sum_of_their_windows() {
+    let j = Judge::of(&digits(), None).unwrap().unwrap();
+    let f = Feedback::new(
+        "m",
+        FeedbackConfig::default(),
+        Duration::from_secs(600),
+        100,
+        RollupSpec::standard(48, 31, None),
+    );
+    // 120 predictions of class i % 4; labels i % 3, one a minute over two
+    // hours.
+    let mut by_hour = [BTreeMap::<(i64, i64), u64>::new(), BTreeMap::new()];
+    for i in 0..120u64 {
+        let id = format!("r{i}");
+        f.record(&id, 1, &j, classes(&[(i % 4) as i64]), at(60 * i));
+        f.label(&[label(&id, &[(i % 3) as f64])], at(60 * i + 30));
+        *by_hour[(i / 60) as usize]
+            .entry(((i % 3) as i64, (i % 4) as i64))
+            .or_default() += 1;
+    }
+    let report = f.report();
+    let v = &report.versions["1"];
+    let hourly = &v.rollups["hourly"];
+    assert_eq!(hourly.len(), 2);
+    for (h, period) in hourly.iter().enumerate() {
+        let cells: BTreeMap<(i64, i64), u64> = period
+            .report
+            .confusion
+            .iter()
+            .map(|c| ((c.label, c.predicted), c.rows))
+            .collect();
+        assert_eq!(cells, by_hour[h], "hour {h}");
+        // The hour's six windows, merged, say the same.
+        let mut merged = BTreeMap::<(i64, i64), u64>::new();
+        for w in &v.windows[6 * h..6 * h + 6] {
+            for c in &w.report.confusion {
+                *merged.entry((c.label, c.predicted)).or_default() += c.rows;
+            }
+        }
+        assert_eq!(merged, by_hour[h]);
+        assert_eq!(period.report.labelled_rows, 60);
+    }
+    let first_hour = (1_800_000_000 / 3600) as u64;
+    let one = f.period(1, rollup_hour(), first_hour).unwrap();
+    assert_eq!(one.labelled_rows, 60);
+    // r0's label replaced in the second hour: out of the first, into the
+    // second (its delay stays where it was first counted).
+    f.label(&[label("r0", &[0.0])], at(7000));
+    let one = f.period(1, rollup_hour(), first_hour).unwrap();
+    let two = f.period(1, rollup_hour(), first_hour + 1).unwrap();
+    assert_eq!((one.labelled_rows, two.labelled_rows), (59, 61));
+    assert_eq!(f.report().versions["1"].cumulative.labelled_rows, 120);
+    assert!(f.period(1, rollup_hour(), first_hour + 5).is_none());
+}
+
+fn rollup_hour() -> Duration {
+    crate::window::rollup::HOUR
 }

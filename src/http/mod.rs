@@ -300,13 +300,26 @@ async fn model_route(
             ),
             Err(e) => from_error(&e),
         },
+        (["checks"], &Method::POST) if version.is_none() => match state.run_checks(model) {
+            Ok(report) => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(&*report).expect("report serialises"),
+            ),
+            Err(e) => from_error(&e),
+        },
+        (["checks"], &Method::GET) if version.is_none() => match state.checks(model) {
+            Ok(view) => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(view).expect("report serialises"),
+            ),
+            Err(e) => from_error(&e),
+        },
         (["infer"], &Method::POST) => infer(state, req, model, version).await,
         ([] | ["ready"] | ["stats"] | ["health"] | ["infer"], _) => not_allowed(),
-        (["promote" | "rollback" | "shadow" | "compare" | "feedback" | "accuracy"], _)
-            if version.is_none() =>
-        {
-            not_allowed()
-        }
+        (
+            ["promote" | "rollback" | "shadow" | "compare" | "feedback" | "accuracy" | "checks"],
+            _,
+        ) if version.is_none() => not_allowed(),
         _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

@@ -104,6 +104,8 @@ pub struct ModelEntry {
     pub feedback: Option<Arc<crate::feedback::Feedback>>,
     /// Where the model's requests are logged, when its config.toml asks.
     pub log: Option<Arc<crate::predlog::PredictionLog>>,
+    /// The model's checks (scheduled when config.toml has `[checks]`).
+    pub checks: Option<Arc<crate::checks::Checks>>,
 }
 
 impl ModelEntry {

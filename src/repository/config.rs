@@ -14,6 +14,8 @@
 //! window = "10s"                    # default: --stats-window; "0s" turns them off
 //! keep = 10                         # closed windows kept (default --stats-windows-kept)
 //! max_features = 64                 # per-feature summaries of [batch, features] tensors
+//! hourly = 48                       # hourly summaries kept, merged from the windows
+//! daily = 31                        # daily summaries kept
 //!
 //! [drift]                           # against <version>/baseline.json, when there is one
 //! psi_threshold = 0.25
@@ -31,6 +33,11 @@
 //! format = "parquet"                # or "jsonl"
 //! max_rows = 100000                 # records per file; also max_bytes, max_age = "1h"
 //! inputs = true                     # also outputs = true, refused = false
+//!
+//! [checks]                         # present: run on schedule (POST .../checks runs one any time)
+//! every = "24h"                     # the period checked, aligned to UTC (hours, days)
+//! quality_warn = 0.01               # refusal / NaN-Inf / missing rates: warn above,
+//! quality_fail = 0.05               # fail above
 //!
 //! [feedback]                        # present: predictions kept for labels (POST .../feedback)
 //! keep = "7d"
@@ -195,7 +202,30 @@ pub struct ModelConfig {
     pub feedback: Option<crate::feedback::FeedbackConfig>,
     /// The prediction log; absent: requests are not logged.
     pub log: Option<crate::predlog::LogConfig>,
+    /// The scheduled checks; absent: they run only when asked for.
+    pub checks: Option<crate::checks::ChecksConfig>,
 }
+
+impl ModelConfig {
+    /// The roll-ups this model's windows keep.
+    pub fn rollups(&self) -> Vec<crate::window::RollupSpec> {
+        crate::window::RollupSpec::standard(
+            self.stats.hourly.unwrap_or(DEFAULT_HOURLY),
+            self.stats.daily.unwrap_or(DEFAULT_DAILY),
+            Some(self.checks_config().every),
+        )
+    }
+
+    /// `[checks]`, or what an on-demand check uses without one.
+    pub fn checks_config(&self) -> crate::checks::ChecksConfig {
+        self.checks.clone().unwrap_or_default()
+    }
+}
+
+/// Hourly summaries kept: two days.
+pub const DEFAULT_HOURLY: usize = 48;
+/// Daily summaries kept: a month.
+pub const DEFAULT_DAILY: usize = 31;
 
 /// `[stats]`: overrides of the server-wide window settings.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -205,6 +235,9 @@ pub struct StatsConfig {
     pub window: Option<Duration>,
     pub keep: Option<usize>,
     pub max_features: Option<usize>,
+    /// Hourly and daily roll-ups kept (0: none).
+    pub hourly: Option<usize>,
+    pub daily: Option<usize>,
 }
 
 /// `[drift]`: when a window's drift is flagged.
@@ -243,6 +276,9 @@ impl ModelConfig {
         }
         if let Some(log) = &config.log {
             log.check().map_err(ConfigError::new)?;
+        }
+        if let Some(checks) = &config.checks {
+            checks.check().map_err(ConfigError::new)?;
         }
         Ok(config)
     }

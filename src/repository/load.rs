@@ -199,6 +199,7 @@ fn window_statistics(
         length: config.stats.window.unwrap_or(d.length),
         keep: config.stats.keep.unwrap_or(d.keep).max(1),
         max_features: config.stats.max_features.unwrap_or(d.max_features),
+        rollups: config.rollups(),
     };
     if window.length.is_zero() {
         return Ok(None);

@@ -12,8 +12,10 @@
 //! `select` decides which versions a policy wants, `reconcile` computes a
 //! model's new entry, `load` loads, checks and warms up one version,
 //! `control` carries out promote, rollback and shadow changes, `index`
-//! lists what the server knows, `windows` publishes closed windows.
+//! lists what the server knows, `windows` publishes closed windows,
+//! `checks` runs the model checks.
 
+mod checks;
 pub mod config;
 mod control;
 mod index;
@@ -30,6 +32,7 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::model::{ModelEntry, ModelTable, Registry, VersionSlot, VersionState};
+pub use checks::Trigger;
 pub use index::IndexEntry;
 pub use load::LoadError;
 pub use scan::check_name;

@@ -45,6 +45,7 @@ impl Repository {
             config_shadow: previous.config_shadow.clone(),
             feedback: self.feedback_of(name, &config, previous),
             log: self.log_of(name, &config, previous),
+            checks: Some(checks_of(name, &config, previous)),
             ..ModelEntry::default()
         };
         if let (
@@ -124,12 +125,15 @@ impl Repository {
         let d = &self.defaults.window;
         let window = config.stats.window.unwrap_or(d.length);
         let kept = config.stats.keep.unwrap_or(d.keep);
+        let rollups = config.rollups();
         Some(match &previous.feedback {
             Some(f) => {
-                f.configure(wanted, window, kept);
+                f.configure(wanted, window, kept, rollups);
                 f.clone()
             }
-            None => Arc::new(crate::feedback::Feedback::new(name, wanted, window, kept)),
+            None => Arc::new(crate::feedback::Feedback::new(
+                name, wanted, window, kept, rollups,
+            )),
         })
     }
 
@@ -274,6 +278,22 @@ fn slot_after(
             tracing::warn!(model = %name, version, %reason, "version failed to load");
             slot(VersionState::Unavailable(reason), None)
         }
+    }
+}
+
+/// The model's checks: the ones it had (their reports stay), with the
+/// `[checks]` of `config`.
+fn checks_of(
+    name: &str,
+    config: &ModelConfig,
+    previous: &ModelEntry,
+) -> Arc<crate::checks::Checks> {
+    match &previous.checks {
+        Some(c) => {
+            c.configure(config.checks.clone());
+            c.clone()
+        }
+        None => Arc::new(crate::checks::Checks::new(name, config.checks.clone())),
     }
 }
 

@@ -34,4 +34,8 @@ impl WindowSource for Repository {
             );
         }
     }
+
+    fn ticked(&self) {
+        self.scheduled_checks();
+    }
 }

@@ -222,6 +222,17 @@ impl Service {
         Ok(self.feedback_of(model)?.0.report())
     }
 
+    /// Runs the model's checks on its current period now (see
+    /// `crate::checks`).
+    pub fn run_checks(&self, model: &str) -> Result<Arc<crate::checks::CheckReport>, Error> {
+        self.repository.run_checks(model)
+    }
+
+    /// The model's last checks.
+    pub fn checks(&self, model: &str) -> Result<crate::checks::ChecksView, Error> {
+        self.repository.checks(model)
+    }
+
     /// The model's feedback index (and its log, if any), or why labels
     /// cannot be taken for it.
     #[allow(clippy::type_complexity)]

@@ -16,13 +16,16 @@ pub mod drift;
 pub mod latency;
 mod plan;
 mod report;
+pub mod rollup;
 pub mod sketch;
 pub mod summary;
 
-pub use clock::{clock, Clock, WindowSource};
+pub use clock::{clock, manual_epoch, Clock, WindowSource};
 pub use plan::{widen, Classes};
 use plan::{Plan, TensorAcc};
 pub use report::{Distribution, DriftReport, Latency, TensorReport, WindowReport};
+use rollup::{Recorded, Rollup};
+pub use rollup::{RollupReport, RollupSpec};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +52,19 @@ pub struct WindowConfig {
     /// Per-feature summaries for the first this-many features of a
     /// `[batch, features]` tensor.
     pub max_features: usize,
+    /// Longer periods the closed windows are merged into (hourly, daily).
+    pub rollups: Vec<RollupSpec>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            length: Duration::from_secs(60),
+            keep: 10,
+            max_features: 64,
+            rollups: RollupSpec::standard(48, 31, None),
+        }
+    }
 }
 
 /// When drift is flagged.
@@ -102,6 +118,7 @@ pub struct Windows {
     missing: Vec<AtomicU64>,
     latency: LatencyHistogram,
     closed: Mutex<VecDeque<Arc<WindowReport>>>,
+    rollups: Mutex<Vec<Rollup>>,
 }
 
 const KINDS: [ErrorKind; 4] = [
@@ -162,8 +179,10 @@ impl Windows {
             outputs: outputs.iter().map(Plan::accumulator).collect(),
             row: Vec::new(),
         };
+        let rollups = config.rollups.iter().cloned().map(Rollup::new).collect();
         Ok(Windows {
             model: model.to_string(),
+            rollups: Mutex::new(rollups),
             version,
             shards: (0..shards.max(1))
                 .map(|_| Mutex::new(empty.clone()))
@@ -266,18 +285,50 @@ impl Windows {
         if opened == 0 {
             return None;
         }
-        let now = self.clock.elapsed();
-        let age = now.saturating_sub(Duration::from_nanos(opened));
+        let age = self
+            .clock
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(opened));
         if age < self.config.length {
             return None;
         }
-        self.close(age)
+        self.close()
     }
 
-    /// Closes the open window now, whatever its age.
-    fn close(&self, age: Duration) -> Option<Arc<WindowReport>> {
-        // New records open the next window from here on.
-        self.opened.store(0, Ordering::Relaxed);
+    /// Closes the open window now, whatever its age (a check wants every
+    /// request so far); `None` when none is open.
+    pub fn close_now(&self) -> Option<Arc<WindowReport>> {
+        self.close()
+    }
+
+    fn close(&self) -> Option<Arc<WindowReport>> {
+        // New records open the next window from here on; of two closers
+        // (the clock, a check) only one finds it open.
+        let opened = self.opened.swap(0, Ordering::Relaxed);
+        if opened == 0 {
+            return None;
+        }
+        let age = self
+            .clock
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(opened));
+        let recorded = self.take(age);
+        let report = Arc::new(self.report(&recorded));
+        {
+            let mut closed = lock(&self.closed);
+            closed.push_back(report.clone());
+            while closed.len() > self.config.keep.max(1) {
+                closed.pop_front();
+            }
+        }
+        for r in lock(&self.rollups).iter_mut() {
+            r.fold(&recorded, |acc| self.report(acc));
+        }
+        Some(report)
+    }
+
+    /// Takes what the shards and counters recorded, leaving them empty.
+    fn take(&self, age: Duration) -> Recorded {
         let mut merged = self.empty.clone();
         for shard in &self.shards {
             let taken = std::mem::replace(&mut *lock(shard), self.empty.clone());
@@ -288,28 +339,37 @@ impl Windows {
                 a.merge(b);
             }
         }
-        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let swap = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        let end = self.clock.wall();
+        Recorded {
+            inputs: merged.inputs,
+            outputs: merged.outputs,
+            requests: swap(&self.requests),
+            failures: std::array::from_fn(|i| swap(&self.failures[i])),
+            validation: std::array::from_fn(|i| swap(&self.validation[i])),
+            missing: self.missing.iter().map(swap).collect(),
+            latency: self.latency.take(),
+            start: end - age,
+            end,
+            seconds: age.as_secs_f64(),
+            windows: 1,
+        }
+    }
+
+    /// The summary of what one window (or a period's windows) recorded.
+    fn report(&self, r: &Recorded) -> WindowReport {
         let failures: BTreeMap<&'static str, u64> = KINDS
             .iter()
-            .zip(&self.failures)
-            .map(|(k, c)| (k.as_str(), c.swap(0, Ordering::Relaxed)))
+            .zip(&r.failures)
+            .map(|(k, &c)| (k.as_str(), c))
             .filter(|&(_, c)| c > 0)
             .collect();
         let validation: BTreeMap<&'static str, u64> = RULES
             .iter()
-            .zip(&self.validation)
-            .map(|(&r, c)| (r, c.swap(0, Ordering::Relaxed)))
+            .zip(&r.validation)
+            .map(|(&k, &c)| (k, c))
             .filter(|&(_, c)| c > 0)
             .collect();
-        let missing: Vec<u64> = self
-            .missing
-            .iter()
-            .map(|c| c.swap(0, Ordering::Relaxed))
-            .collect();
-        let latency = self.latency.take();
-
-        let end = SystemTime::now();
-        let seconds = age.as_secs_f64();
         let tensor = |plan: &Plan, acc: &TensorAcc, missing: Option<u64>| TensorReport {
             name: plan.name.clone(),
             rows: acc.rows,
@@ -328,49 +388,81 @@ impl Windows {
                 m
             }),
         };
-        let drift = self.has_baseline().then(|| self.drift_report(&merged));
-        let failed = failures.values().sum();
-        let report = Arc::new(WindowReport {
-            start: humantime::format_rfc3339_millis(end - age).to_string(),
-            end: humantime::format_rfc3339_millis(end).to_string(),
-            duration_seconds: seconds,
-            requests,
-            failed,
+        let drift = self.has_baseline().then(|| self.drift_report(&r.inputs));
+        WindowReport {
+            start: humantime::format_rfc3339_millis(r.start).to_string(),
+            end: humantime::format_rfc3339_millis(r.end).to_string(),
+            duration_seconds: r.seconds,
+            requests: r.requests,
+            failed: failures.values().sum(),
             failures,
             validation_failures: validation,
-            qps: requests as f64 / seconds.max(1e-9),
+            qps: r.requests as f64 / r.seconds.max(1e-9),
             latency_us: Latency {
-                p50: latency::quantile(&latency, 0.5),
-                p90: latency::quantile(&latency, 0.9),
-                p99: latency::quantile(&latency, 0.99),
+                p50: latency::quantile(&r.latency, 0.5),
+                p90: latency::quantile(&r.latency, 0.9),
+                p99: latency::quantile(&r.latency, 0.99),
             },
             inputs: self
                 .inputs
                 .iter()
-                .zip(&merged.inputs)
-                .zip(missing)
-                .map(|((p, a), m)| tensor(p, a, Some(m)))
+                .zip(&r.inputs)
+                .zip(&r.missing)
+                .map(|((p, a), &m)| tensor(p, a, Some(m)))
                 .collect(),
             outputs: self
                 .outputs
                 .iter()
-                .zip(&merged.outputs)
+                .zip(&r.outputs)
                 .map(|(p, a)| tensor(p, a, None))
                 .collect(),
             drift,
-        });
-        let mut closed = lock(&self.closed);
-        closed.push_back(report.clone());
-        while closed.len() > self.config.keep.max(1) {
-            closed.pop_front();
         }
-        Some(report)
     }
 
-    fn drift_report(&self, merged: &Shard) -> DriftReport {
+    /// Every roll-up's periods by name, oldest first, the open one last
+    /// (`complete` once its time is over).
+    pub fn rollups(&self) -> BTreeMap<String, Vec<Arc<RollupReport>>> {
+        let now = self.clock.wall();
+        lock(&self.rollups)
+            .iter()
+            .map(|r| {
+                let mut periods: Vec<_> = r.closed.iter().cloned().collect();
+                if let Some((n, acc)) = &r.open {
+                    let complete = RollupSpec::period_of(r.spec.length, now) > *n;
+                    periods.push(Arc::new(r.report(*n, acc, complete, |a| self.report(a))));
+                }
+                (r.spec.name.clone(), periods)
+            })
+            .collect()
+    }
+
+    /// Period `number` of the roll-up of `length`, when it is kept and had
+    /// a window.
+    pub fn rollup(&self, length: Duration, number: u64) -> Option<Arc<RollupReport>> {
+        let now = self.clock.wall();
+        let rollups = lock(&self.rollups);
+        let r = rollups.iter().find(|r| r.spec.length == length)?;
+        match &r.open {
+            Some((n, acc)) if *n == number => {
+                let complete = RollupSpec::period_of(length, now) > number;
+                Some(Arc::new(
+                    r.report(number, acc, complete, |a| self.report(a)),
+                ))
+            }
+            _ => r.closed.iter().find(|p| p.period == number).cloned(),
+        }
+    }
+
+    /// The wall-clock time the windows go by.
+    pub fn now(&self) -> SystemTime {
+        self.clock.wall()
+    }
+
+    fn drift_report(&self, inputs: &[TensorAcc]) -> DriftReport {
         let mut features = Vec::new();
         let mut rows = u64::MAX;
-        for (plan, acc) in self.inputs.iter().zip(&merged.inputs) {
+        for (plan, acc) in self.inputs.iter().zip(inputs) {
             if plan.baseline.is_empty() {
                 continue;
             }
@@ -417,6 +509,7 @@ impl Windows {
             windows_kept: self.config.keep,
             open_for_seconds: self.open_for().map(|d| d.as_secs_f64()),
             windows: self.closed(),
+            rollups: self.rollups(),
         }
     }
 

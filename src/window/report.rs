@@ -16,6 +16,8 @@ pub struct Distribution {
     /// last one closed.
     pub open_for_seconds: Option<f64>,
     pub windows: Vec<Arc<WindowReport>>,
+    /// Hourly and daily summaries merged from the windows, by roll-up.
+    pub rollups: BTreeMap<String, Vec<Arc<super::RollupReport>>>,
 }
 
 /// One closed window, as `/stats` shows it.

@@ -19,6 +19,7 @@ fn windows(length: Duration, keep: usize) -> (Windows, Arc<AtomicU64>) {
         length,
         keep,
         max_features: 2,
+        ..Default::default()
     };
     on_manual_clock(&signature, config, DriftConfig::default(), None, 1)
 }
@@ -113,6 +114,7 @@ fn a_window_reports_what_was_recorded() {
         length: Duration::from_secs(1),
         keep: 3,
         max_features: 2,
+        ..Default::default()
     };
     let bins = || FeatureBins::new(vec![0.5, 1.5], vec![0.3, 0.4, 0.3]);
     let baseline = BaselineFile {
@@ -262,6 +264,7 @@ fn drift_is_flagged_over_min_rows_by_either_score() {
             length: Duration::from_secs(1),
             keep: 1,
             max_features: 1,
+            ..Default::default()
         };
         let drift = DriftConfig {
             psi_threshold,
@@ -295,6 +298,7 @@ fn bytes_and_empty_tensors_add_no_rows() {
         length: Duration::from_secs(1),
         keep: 1,
         max_features: 4,
+        ..Default::default()
     };
     let (w, now) = on_manual_clock(&signature, config, DriftConfig::default(), None, 1);
     w.record_inputs(
@@ -333,6 +337,7 @@ fn whole_tensor_from_features_and_classes_beyond_the_limit() {
         length: Duration::from_secs(1),
         keep: 1,
         max_features: 8,
+        ..Default::default()
     };
     let (w, now) = on_manual_clock(&signature, config, DriftConfig::default(), None, 1);
     assert!(!w.has_baseline());
@@ -394,4 +399,216 @@ fn a_window_closes_at_its_length_and_only_the_last_n_are_kept() {
     let kept = w.closed();
     assert_eq!(kept.len(), 2, "keep = 2");
     assert_eq!((kept[0].requests, kept[1].requests), (3, 4), "oldest first");
+}
+
+/// Compares two JSON documents: numbers within a relative 1e-9 (a merge
+/// of windows adds in another order than one window does), everything
+/// else exactly; `skip` names keys left out (the spans of time).
+fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, path: &str, skip: &[&str]) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+                "{path}: {x} vs {y}"
+            );
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = |m: &serde_json::Map<String, Value>| {
+                m.keys()
+                    .filter(|k| !skip.contains(&k.as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(keys(x), keys(y), "{path}: keys");
+            for k in keys(x) {
+                assert_json_close(&x[&k], &y[&k], &format!("{path}.{k}"), skip);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: lengths");
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                assert_json_close(p, q, &format!("{path}[{i}]"), skip);
+            }
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+/// Three hours of traffic in ten-minute windows: each hourly roll-up, and
+/// the day's, equal one window that saw the same rows (a recomputation
+/// from the raw rows) — counts, moments, quantiles, extremes, NaN/Inf,
+/// drift bins and scores, predicted classes, failures, refusals, missing
+/// inputs and latency quantiles.
+#[test]
+fn rollups_equal_a_recomputation_from_the_raw_rows() {
+    let signature = Signature {
+        inputs: vec![spec("x", DataType::Fp32, &[-1, 3])],
+        outputs: vec![spec("scores", DataType::Fp32, &[-1, 4])],
+    };
+    let bins = || FeatureBins::new(vec![-1.0, 0.0, 1.0], vec![0.2, 0.3, 0.3, 0.2]);
+    let baseline = || BaselineFile {
+        inputs: BTreeMap::from([(
+            "x".to_string(),
+            drift::InputBaseline {
+                features: vec![bins(), bins(), bins()],
+            },
+        )]),
+        rows: None,
+        source: None,
+    };
+    let drift = DriftConfig {
+        min_rows: 1,
+        ..DriftConfig::default()
+    };
+    let config = |length: Duration| WindowConfig {
+        length,
+        keep: 100,
+        max_features: 3,
+        rollups: RollupSpec::standard(48, 31, None),
+    };
+    let (rolled, now) = on_manual_clock(
+        &signature,
+        config(Duration::from_secs(600)),
+        drift.clone(),
+        Some(baseline()),
+        2,
+    );
+    // The recomputations: one window per hour, and one for the whole run,
+    // each closed by hand after its rows.
+    let fresh = || {
+        Windows::new(
+            "m",
+            1,
+            &signature,
+            config(Duration::from_secs(1_000_000)),
+            drift.clone(),
+            Some(baseline()),
+            1,
+        )
+        .unwrap()
+        .with_clock(Clock::Manual(now.clone()))
+    };
+    let hours: Vec<Windows> = (0..3).map(|_| fresh()).collect();
+    let whole = fresh();
+
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // A batch a minute, 1 to 8 rows; now and then a NaN, an Inf, a failure,
+    // a refusal or a missing input.
+    for minute in 0..180u64 {
+        let rows = (next() % 8 + 1) as i64;
+        let x: Vec<f32> = (0..rows * 3)
+            .map(|_| match next() % 200 {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                r => (r as f32 - 100.0) / 37.0 + minute as f32 / 90.0,
+            })
+            .collect();
+        let scores: Vec<f32> = (0..rows * 4)
+            .map(|_| (next() % 1000) as f32 / 1000.0)
+            .collect();
+        let failure = match next() % 10 {
+            0 => Some(ErrorKind::InvalidArgument),
+            1 => Some(ErrorKind::Unavailable),
+            _ => None,
+        };
+        let latency = Duration::from_micros(next() % 5000 + 50);
+        let hour = &hours[(minute / 60) as usize];
+        for w in [&rolled, hour, &whole] {
+            w.record_inputs((minute % 2) as usize, &[fp32("x", rows, x.clone())]);
+            w.record_outputs(
+                (minute % 2) as usize,
+                &[fp32("scores", rows, scores.clone())],
+            );
+            w.record_request(latency, failure);
+            if failure == Some(ErrorKind::InvalidArgument) {
+                w.record_validation("max");
+            }
+            if minute % 17 == 0 {
+                w.record_missing("x");
+            }
+        }
+        advance(&now, Duration::from_secs(60));
+        rolled.tick();
+        if minute % 60 == 59 {
+            hour.close_now().expect("an hour of rows");
+        }
+    }
+    rolled.close_now();
+    let reference = whole.close_now().unwrap();
+
+    let rollups = rolled.rollups();
+    let hourly = &rollups["hourly"];
+    assert_eq!(hourly.len(), 3, "three hours of windows");
+    let skip = ["start", "end", "duration_seconds", "qps"];
+    for (h, period) in hourly.iter().enumerate() {
+        assert_eq!(period.windows, 6, "six ten-minute windows an hour");
+        assert_eq!(period.period_start, format!("2026-01-01T0{h}:00:00Z"));
+        let one = hours[h].closed().pop().unwrap();
+        assert_eq!(period.report.requests, 60);
+        assert_json_close(
+            &serde_json::to_value(&period.report).unwrap(),
+            &serde_json::to_value(&*one).unwrap(),
+            &format!("hour {h}"),
+            &skip,
+        );
+    }
+    // The clock stands just past 03:00: every hour is over, the day not.
+    assert!(hourly.iter().all(|p| p.complete));
+    assert!(!rollups["daily"][0].complete);
+    let daily = &rollups["daily"];
+    assert_eq!(daily.len(), 1);
+    assert_eq!(daily[0].windows, 18);
+    assert_eq!(daily[0].report.requests, 180);
+    assert!(daily[0].report.drift.as_ref().unwrap().rows > 0);
+    assert_json_close(
+        &serde_json::to_value(&daily[0].report).unwrap(),
+        &serde_json::to_value(&*reference).unwrap(),
+        "day",
+        &skip,
+    );
+    // The time covered is the windows' own: 3 h.
+    assert!((daily[0].report.duration_seconds - 3.0 * 3600.0).abs() < 1e-6);
+    // The checks read one period by its number.
+    let second = rolled.rollup(rollup::HOUR, hourly[1].period).unwrap();
+    assert_eq!(second.report.requests, 60);
+    assert!(rolled.rollup(rollup::HOUR, hourly[0].period - 1).is_none());
+}
+
+/// Roll-ups keep the last `keep` periods; a day rolls over at midnight UTC.
+#[test]
+fn rollups_keep_their_last_periods() {
+    let signature = Signature {
+        inputs: vec![spec("x", DataType::Fp32, &[-1, 1])],
+        outputs: vec![],
+    };
+    let config = WindowConfig {
+        length: Duration::from_secs(1800),
+        keep: 2,
+        max_features: 1,
+        rollups: RollupSpec::standard(3, 2, None),
+    };
+    let (w, now) = on_manual_clock(&signature, config, DriftConfig::default(), None, 1);
+    // 50 hours, a row each half hour.
+    for _ in 0..100 {
+        w.record_inputs(0, &[fp32("x", 1, vec![1.0])]);
+        w.record_request(Duration::from_micros(100), None);
+        advance(&now, Duration::from_secs(1800));
+        w.tick().expect("half an hour passed");
+    }
+    let r = w.rollups();
+    // Three closed hours kept, and the open one.
+    assert_eq!(r["hourly"].len(), 4);
+    assert_eq!(r["hourly"][3].period_start, "2026-01-03T01:00:00Z");
+    assert_eq!(r["daily"].len(), 3);
+    assert_eq!(r["daily"][0].report.requests, 48);
+    assert_eq!(r["daily"][2].report.requests, 4);
+    assert_eq!(r["daily"][2].period_start, "2026-01-03T00:00:00Z");
 }
