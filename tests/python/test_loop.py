@@ -10,10 +10,10 @@ Its own server (not the session's): the repository is changed on disk.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_digits
-from sklearn.linear_model import LogisticRegression
 
 from conftest import REPO_ROOT, _binary, _http_status, _start, _stop
 
@@ -65,13 +64,6 @@ def infer(base, rows, version=None):
     assert status == 200, v
     label = next(o for o in v["outputs"] if o["name"] == "label")
     return v["id"], v["model_version"], label["data"]
-
-
-def make_models_module():
-    spec = importlib.util.spec_from_file_location("make_models", REPO_ROOT / "scripts" / "make_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()
@@ -151,17 +143,15 @@ def test_the_whole_loop(loop_server, tmp_path):
         s = by_id[rid]
         assert np.array_equal(f, X[s[1][row]]) and l == s[3][row] and p == s[2][row]
 
-    # 5. Retrain on the exported rows (labels and all), write version 3.
-    mm = make_models_module()
-    clf = LogisticRegression(C=1.0, max_iter=3000).fit(features / 16.0, labels)
-    layers = [(clf.coef_.T.astype(np.float32) / 16.0, clf.intercept_.astype(np.float32))]
-    model = mm.make_model(mm.digits_graph(layers, "digits_v3"), "digits v3: retrained on exported traffic",
-                          {"trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "training_rows": len(labels)})
-    staging = srv.repository / "digits" / ".v3"
-    staging.mkdir()
-    (staging / "model.onnx").write_bytes(model.SerializeToString())
-    staging.rename(srv.repository / "digits" / "3")
+    # 5. Retrain on the exported rows with the script the README shows;
+    # it writes version 3 (model and metadata) into the repository.
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "retrain_digits.py"), str(out),
+                          str(srv.repository / "digits" / "3")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    retrained = json.loads(run.stdout)
+    assert retrained["training_rows"] + retrained["heldout_rows"] == 1200, retrained
+    meta = json.loads((srv.repository / "digits" / "3" / "metadata.json").read_text())
+    assert meta["heldout_accuracy"] == pytest.approx(retrained["heldout_accuracy"], abs=1e-4)
     status, v = call(base, "POST", "/v2/repository/models/digits/load")
     assert status == 200, v
 
