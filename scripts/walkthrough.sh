@@ -120,7 +120,7 @@ step "3. labels arrive later; every 25th is wrong on purpose"
 show "py labels.py served-1.jsonl 25 >labels-1.json"
 show "curl -s \$IG/v2/models/digits/feedback -d @labels-1.json"
 
-step "4. live accuracy, and the test's own count"
+step "4. live accuracy: the server's figure is that count"
 show "curl -s \$IG/v2/models/digits/accuracy | pick versions.1.cumulative.labelled_rows versions.1.cumulative.accuracy versions.1.cumulative.label_delay_p50_s"
 show "curl -s \$IG/v2/models/digits/health | pick verdict staleness.live_accuracy.reason"
 
