@@ -161,6 +161,8 @@ fn in_process(c: &mut Criterion) {
         let core = Service::new(repository, Default::default());
         for (model, width) in [("tiny", 16usize), ("digits", 64)] {
             let request = InferRequest {
+                timeout: None,
+                client_timeout: None,
                 transport: infergate::monitor::Transport::Http,
                 model: model.into(),
                 version: None,

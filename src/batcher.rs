@@ -49,8 +49,9 @@ pub trait Queued {
     /// `None`: this request runs alone.
     fn key(&self) -> Option<&BatchKey>;
     fn enqueued(&self) -> Instant;
-    /// The caller has gone: drop the request instead of running it.
-    fn abandoned(&self) -> bool;
+    /// The caller has gone, or its deadline passed by `now`: drop the
+    /// request instead of running it.
+    fn abandoned(&self, now: Instant) -> bool;
 }
 
 #[derive(Debug, PartialEq)]
@@ -93,7 +94,7 @@ impl<T: Queued> State<T> {
     /// around the oldest request, taking later compatible ones in order and
     /// leaving incompatible ones queued in their place.
     pub fn next(&mut self, now: Instant, policy: &Policy) -> Decision<T> {
-        self.queue.retain(|item| !item.abandoned());
+        self.queue.retain(|item| !item.abandoned(now));
         let Some(head) = self.queue.front() else {
             return Decision::Idle;
         };
@@ -165,7 +166,7 @@ mod tests {
         fn enqueued(&self) -> Instant {
             self.at
         }
-        fn abandoned(&self) -> bool {
+        fn abandoned(&self, _: Instant) -> bool {
             self.gone
         }
     }

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a model repository over HTTP and gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Join a model's prediction log with the labels it received (and any
     /// label files given) into one Parquet training set: a row per labelled
     /// request row, with the features as the model saw them, what it
@@ -94,6 +94,27 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
+    /// Open connections per port (HTTP, gRPC) beyond which new ones are
+    /// closed at accept and counted. Default: half of what the file
+    /// descriptor limit (ulimit -n) leaves after a reserve of 256.
+    #[arg(long, env = "INFERGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// A client must send a request's headers (HTTP/1), or its first bytes
+    /// (HTTP/2 and gRPC), within this; an idle HTTP/1 keep-alive connection
+    /// is closed after it.
+    #[arg(long, env = "INFERGATE_HEADER_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A request body must arrive within this once its headers have;
+    /// else 408.
+    #[arg(long, env = "INFERGATE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Concurrent HTTP/2 streams per connection (HTTP and gRPC ports).
+    #[arg(long, env = "INFERGATE_HTTP2_MAX_STREAMS", default_value_t = 1024)]
+    pub http2_max_streams: u32,
+
     /// Largest request body (HTTP) or message (gRPC) accepted, in bytes.
     #[arg(long, env = "INFERGATE_MAX_REQUEST_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -101,6 +122,12 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish.
     #[arg(long, env = "INFERGATE_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Deadline of an inference request that brings none tighter (the V2
+    /// `timeout` parameter, gRPC's deadline) and whose model sets none
+    /// (`[queue] default_timeout_us`): past it, 504 / DEADLINE_EXCEEDED and
+    /// never run. "0s": none.
+    #[arg(long, env = "INFERGATE_REQUEST_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
 
     /// Length of a statistics window (per-window input/output distributions,
     /// latency, drift), e.g. 10s; a model's config.toml may set its own.
@@ -154,6 +181,10 @@ pub struct Config {
     pub intra_op_threads: usize,
     pub max_request_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// `None`: requests have no deadline unless they or their model set one.
+    pub request_timeout: Option<Duration>,
+    /// Connections: how many, how slow.
+    pub limits: crate::listen::Limits,
     /// Window statistics defaults; a zero length turns them off.
     pub window: crate::window::WindowConfig,
     pub control_token: Option<String>,
@@ -172,6 +203,16 @@ impl From<&ServeArgs> for Config {
             intra_op_threads: a.intra_op_threads.max(1),
             max_request_bytes: a.max_request_bytes,
             shutdown_timeout: a.shutdown_timeout,
+            request_timeout: (!a.request_timeout.is_zero()).then_some(a.request_timeout),
+            limits: crate::listen::Limits {
+                max_connections: a
+                    .max_connections
+                    .unwrap_or_else(crate::listen::default_max_connections),
+                header_timeout: a.header_timeout,
+                body_timeout: a.body_timeout,
+                http2_max_streams: a.http2_max_streams.max(1),
+                ..crate::listen::Limits::default()
+            },
             window: crate::window::WindowConfig {
                 length: a.stats_window,
                 keep: a.stats_windows_kept.max(1),
@@ -199,6 +240,8 @@ impl Config {
             intra_op_threads: 1,
             max_request_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            request_timeout: None,
+            limits: crate::listen::Limits::default(),
             window: crate::window::WindowConfig {
                 length: Duration::from_secs(60),
                 keep: 10,
@@ -234,7 +277,7 @@ mod tests {
         };
         assert_eq!(args.http_port, 9000);
         assert_eq!(args.grpc_port, 8001);
-        let config = Config::from(&args);
+        let config = Config::from(&*args);
         assert_eq!(config.poll_interval, Some(Duration::from_millis(500)));
         assert_eq!(config.model_repository, PathBuf::from("repo"));
     }
@@ -245,6 +288,6 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("serve was parsed")
         };
-        assert_eq!(Config::from(&args).poll_interval, None);
+        assert_eq!(Config::from(&*args).poll_interval, None);
     }
 }

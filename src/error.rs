@@ -23,6 +23,16 @@ pub enum Error {
     #[error("model '{0}' has no ready version")]
     ModelUnavailable(String),
 
+    /// The request's deadline (the client's timeout, or the model's or the
+    /// server's default) passed before it was answered; if it had not run
+    /// yet, it never will.
+    #[error("model '{model}' version {version}: the request's deadline of {timeout_us} µs passed before it was answered")]
+    DeadlineExceeded {
+        model: String,
+        version: u64,
+        timeout_us: u64,
+    },
+
     #[error("invalid model version '{0}': versions are positive integers")]
     InvalidVersion(String),
 
@@ -155,6 +165,8 @@ pub enum ErrorKind {
     Conflict,
     /// A control request without the configured token.
     Unauthenticated,
+    /// The request's deadline passed before it was answered.
+    DeadlineExceeded,
 }
 
 impl ErrorKind {
@@ -166,6 +178,7 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }
@@ -193,6 +206,7 @@ impl Error {
             Error::Inference { .. } => ErrorKind::Internal,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unauthorized => ErrorKind::Unauthenticated,
+            Error::DeadlineExceeded { .. } => ErrorKind::DeadlineExceeded,
         }
     }
 }

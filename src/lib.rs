@@ -24,6 +24,7 @@ pub mod error;
 pub mod feedback;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod model;
 pub mod monitor;
 pub mod predlog;
@@ -114,6 +115,8 @@ pub async fn run(
         service::Options {
             max_request_bytes: config.max_request_bytes,
             control_token: config.control_token.clone(),
+            request_timeout: config.request_timeout,
+            body_timeout: config.limits.body_timeout,
         },
     ));
 
@@ -129,11 +132,16 @@ pub async fn run(
         "infergate listening"
     );
     let mut servers = tokio::task::JoinSet::new();
-    servers.spawn(http::serve(listeners.http, state.clone(), stopped.clone()));
+    servers.spawn(http::serve(
+        listeners.http,
+        state.clone(),
+        config.limits.clone(),
+        stopped.clone(),
+    ));
     {
-        let (state, stopped) = (state.clone(), stopped.clone());
+        let (state, stopped, limits) = (state.clone(), stopped.clone(), config.limits.clone());
         servers.spawn(async move {
-            if let Err(e) = grpc::serve(listeners.grpc, state, stopped).await {
+            if let Err(e) = grpc::serve(listeners.grpc, state, limits, stopped).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });

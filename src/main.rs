@@ -7,6 +7,14 @@ use clap::Parser;
 use infergate::config::{Cli, Command, Config};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: a request's buffers are made on
+/// the I/O threads and, when the request is logged, freed by the log's
+/// writer thread, and glibc pays an arena lock for every such cross-thread
+/// free (a third of the writer's time in a profile); mimalloc hands them
+/// back without one. See README "Prediction log on vs off".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { command } = Cli::parse();
@@ -36,5 +44,10 @@ async fn main() -> anyhow::Result<()> {
         Some(addr(args.metrics_port)),
     )
     .await?;
-    infergate::run(Config::from(&args), listeners, infergate::shutdown_signal()).await
+    infergate::run(
+        Config::from(&*args),
+        listeners,
+        infergate::shutdown_signal(),
+    )
+    .await
 }

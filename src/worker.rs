@@ -41,6 +41,8 @@ struct Job {
     key: Option<BatchKey>,
     rows: usize,
     enqueued: Instant,
+    /// Past it, nobody waits for the answer: never run.
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Ran, BackendError>>,
 }
 
@@ -54,10 +56,10 @@ impl Queued for Job {
     fn enqueued(&self) -> Instant {
         self.enqueued
     }
-    fn abandoned(&self) -> bool {
-        // The caller gave up (timeout, disconnect): don't spend compute on
-        // an answer nobody will read.
-        self.reply.is_closed()
+    fn abandoned(&self, now: Instant) -> bool {
+        // The caller gave up (timeout, disconnect) or its deadline passed:
+        // don't spend compute on an answer nobody will read.
+        self.reply.is_closed() || self.deadline.is_some_and(|d| now >= d)
     }
 }
 
@@ -77,6 +79,9 @@ pub enum WorkerError {
     QueueFull,
     #[error("inference thread stopped")]
     Stopped,
+    /// Dropped unrun: its deadline passed while it was queued.
+    #[error("deadline passed while queued")]
+    DeadlineExceeded,
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -219,7 +224,11 @@ impl Worker {
     /// calling thread (after one scheduler turn, so that the requests
     /// already read join its batch) and answers every request in it.
     /// Otherwise it waits for an inference thread.
-    pub async fn run(&self, inputs: Vec<InputTensor>) -> Result<Ran, WorkerError> {
+    pub async fn run(
+        &self,
+        inputs: Vec<InputTensor>,
+        deadline: Option<Instant>,
+    ) -> Result<Ran, WorkerError> {
         let shared = &*self.shared;
         let (key, rows) = if shared.batching {
             batch_key(&inputs)
@@ -240,6 +249,7 @@ impl Worker {
                 key,
                 rows,
                 enqueued: Instant::now(),
+                deadline,
                 reply,
             });
             shared.metrics.queue_depth.set(queue.state.len() as f64);
@@ -260,7 +270,12 @@ impl Worker {
             tokio::task::yield_now().await;
             leading.run_queued();
         }
-        Ok(answer.await.map_err(|_| WorkerError::Stopped)??)
+        // A job dropped unanswered was abandoned for its deadline, or the
+        // worker stopped.
+        Ok(answer.await.map_err(|_| match deadline {
+            Some(d) if Instant::now() >= d => WorkerError::DeadlineExceeded,
+            _ => WorkerError::Stopped,
+        })??)
     }
 }
 

@@ -69,6 +69,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("service::infer", 5),
     ("service::validate", 5),
     ("http", 6),
+    ("listen", 6),
     ("http::body", 6),
     ("http::codec", 6),
     ("http::metadata", 6),

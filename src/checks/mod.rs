@@ -473,6 +473,15 @@ pub struct ChecksView {
 impl Checks {
     /// `config`: `[checks]`; `None`: checks run only when asked for.
     pub fn new(model: &str, config: Option<ChecksConfig>) -> Checks {
+        metrics::describe_gauge!(
+            CHECK_STATUS,
+            "The last check of a model version, by item: pass 0, warn 1, fail 2, skip -1 (item \"all\": the version's verdict)."
+        );
+        metrics::describe_counter!(CHECK_RUNS, "Checks run, by model and verdict.");
+        metrics::describe_gauge!(
+            CHECK_TIMESTAMP,
+            "When the model's last check ran (Unix seconds)."
+        );
         Checks {
             model: model.to_string(),
             state: Mutex::new(State {

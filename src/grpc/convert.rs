@@ -2,12 +2,30 @@
 //! message, typed contents read from (and written to) the field the V2
 //! spec gives each datatype.
 
+use std::time::Duration;
+
 use super::pb;
 use crate::error::Error;
 use crate::service::{decode_input, InferRequest};
 use crate::tensor::{DataType, Elements, TensorData, TensorError};
+use pb::infer_parameter::ParameterChoice as Choice;
 
-pub(super) fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest, Error> {
+/// `deadline`: what the client's `grpc-timeout` leaves (see
+/// `grpc_deadline`).
+pub(super) fn decode_request(
+    req: pb::ModelInferRequest,
+    deadline: Option<Duration>,
+) -> Result<InferRequest, Error> {
+    let timeout = match req.parameters.get("timeout").and_then(|p| p.parameter_choice.as_ref()) {
+        None => None,
+        Some(Choice::Int64Param(us)) if *us >= 0 => Some(Duration::from_micros(*us as u64)),
+        Some(Choice::Uint64Param(us)) => Some(Duration::from_micros(*us)),
+        Some(other) => {
+            return Err(Error::BadRequest(format!(
+                "parameters[\"timeout\"] must be a whole number of microseconds (int64_param), not {other:?}"
+            )))
+        }
+    };
     let raw = req.raw_input_contents;
     if !raw.is_empty() && raw.len() != req.inputs.len() {
         return Err(Error::BadRequest(format!(
@@ -49,7 +67,33 @@ pub(super) fn decode_request(req: pb::ModelInferRequest) -> Result<InferRequest,
         id,
         inputs,
         outputs: req.outputs.into_iter().map(|o| o.name).collect(),
+        timeout,
+        client_timeout: deadline,
     })
+}
+
+/// The time a `grpc-timeout` header value (`<digits><unit>`, unit one of
+/// `H M S m u n`: the gRPC over HTTP/2 spec) gives, less a millisecond:
+/// tonic cancels the call when the client's deadline passes, and the
+/// server answers DEADLINE_EXCEEDED (and counts it) just before that
+/// instead. `None`: no header, or one that is not a timeout.
+pub(super) fn grpc_deadline(header: Option<&str>) -> Option<Duration> {
+    let h = header?;
+    let (digits, unit) = h.split_at(h.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(d.saturating_sub(Duration::from_millis(1)))
 }
 
 /// Typed contents -> buffer: the field must be the one for the datatype,

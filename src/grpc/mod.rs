@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, ErrorKind};
@@ -39,12 +38,14 @@ pub fn status_of(error: &Error) -> Status {
         ErrorKind::Internal => Status::internal(message),
         ErrorKind::Conflict => Status::failed_precondition(message),
         ErrorKind::Unauthenticated => Status::unauthenticated(message),
+        ErrorKind::DeadlineExceeded => Status::deadline_exceeded(message),
     }
 }
 
 pub async fn serve(
     listener: TcpListener,
     state: Arc<Service>,
+    limits: crate::listen::Limits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let limit = state.max_request_bytes();
@@ -63,18 +64,19 @@ pub async fn serve(
     })
     .accept_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(limit);
+    // Bounded accepts (connections, first bytes); TCP_NODELAY is set on
+    // every accepted stream: without it, Nagle plus the client's delayed
+    // ACK holds answers back by up to 40 ms.
+    let incoming = crate::listen::Acceptor::new(listener, "grpc", &limits).into_stream();
     tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(limits.http2_max_streams))
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(limits.keepalive))
         .add_service(service)
         .add_service(feedback)
-        .serve_with_incoming_shutdown(
-            // tonic ignores `.tcp_nodelay` for an incoming stream it did not
-            // bind itself; without TCP_NODELAY, Nagle plus the client's
-            // delayed ACK holds answers back by up to 40 ms.
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                let _ = shutdown.changed().await;
-            },
-        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = shutdown.changed().await;
+        })
         .await
 }
 
@@ -175,9 +177,14 @@ impl GrpcInferenceService for Adapter {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let deadline = convert::grpc_deadline(
+            req.metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok()),
+        );
         let req = req.into_inner();
         let raw = !req.raw_input_contents.is_empty();
-        let request = decode_request(req).map_err(|e| status_of(&e))?;
+        let request = decode_request(req, deadline).map_err(|e| status_of(&e))?;
         let response = self.state.infer(request).await.map_err(|e| status_of(&e))?;
         // Answer in the encoding asked in; FP16 has no typed field, so any
         // FP16 output makes the whole answer raw.

@@ -44,7 +44,15 @@ pub(super) async fn read_body(state: &Service, req: Request<Incoming>) -> Result
             ))
         }
     };
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let timeout = state.body_timeout();
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect());
+    let Ok(collected) = collected.await else {
+        return Err(Refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?} (--body-timeout)"),
+        ));
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

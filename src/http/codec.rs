@@ -29,6 +29,9 @@ struct RequestJson {
 #[derive(Deserialize, Default)]
 struct RequestParams {
     binary_data_output: Option<bool>,
+    /// Microseconds, as Triton's; kept as a value so that a wrong type is
+    /// a clear 400.
+    timeout: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +143,20 @@ pub fn decode_request(
         )));
     }
 
+    let timeout = parsed
+        .parameters
+        .timeout
+        .as_ref()
+        .map(|v| {
+            v.as_u64()
+                .map(std::time::Duration::from_micros)
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "parameters.timeout must be a whole number of microseconds, not {v}"
+                    ))
+                })
+        })
+        .transpose()?;
     let binary_default = parsed.parameters.binary_data_output.unwrap_or(false);
     let binary_outputs = parsed
         .outputs
@@ -154,6 +171,8 @@ pub fn decode_request(
             id: parsed.id,
             inputs,
             outputs: parsed.outputs.into_iter().map(|o| o.name).collect(),
+            timeout,
+            client_timeout: None,
         },
         binary_outputs,
         binary_default,

@@ -22,7 +22,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
@@ -40,21 +40,28 @@ pub(crate) type Body = Full<Bytes>;
 pub async fn serve(
     listener: TcpListener,
     state: Arc<Service>,
+    limits: crate::listen::Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header timeout also closes HTTP/1 keep-alive connections idle
+    // for as long: hyper's header timer runs while it waits for the next
+    // request's head.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .keep_alive_interval(Some(limits.keepalive))
+        .keep_alive_timeout(limits.keepalive);
+    let mut acceptor = crate::listen::Acceptor::new(listener, "http", &limits);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "HTTP accept failed");
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            stream = acceptor.accept() => {
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
@@ -72,7 +79,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         }
     }
-    drop(listener);
+    drop(acceptor);
     graceful.shutdown().await;
 }
 
@@ -85,6 +92,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ModelVersion {
     /// Whether requests are merged into batches, and how.
     pub batching: Option<crate::batcher::Policy>,
     pub health: crate::monitor::HealthConfig,
+    /// `[queue] default_timeout_us`: the deadline of requests that bring
+    /// none tighter.
+    pub default_timeout: Option<std::time::Duration>,
     pub loaded_at: SystemTime,
     /// Which output labels are judged against, when one can be.
     pub judge: Option<crate::feedback::Judge>,

@@ -72,6 +72,7 @@ impl Transport {
 pub const REQUESTS: &str = "infergate_requests_total";
 pub const INFERENCES: &str = "infergate_inferences_total";
 pub const REQUEST_FAILURES: &str = "infergate_request_failures_total";
+pub const REQUESTS_CANCELLED: &str = "infergate_requests_cancelled_total";
 pub const VALIDATION_FAILURES: &str = "infergate_validation_failures_total";
 pub const REQUEST_DURATION: &str = "infergate_request_duration_seconds";
 pub const QUEUE_DURATION: &str = "infergate_queue_duration_seconds";
@@ -165,7 +166,11 @@ fn describe() {
     );
     describe_counter!(
         REQUEST_FAILURES,
-        "Failed inference requests, by model, version and reason."
+        "Failed inference requests, by model, version and reason (deadline_exceeded: the deadline passed first)."
+    );
+    describe_counter!(
+        REQUESTS_CANCELLED,
+        "Inference requests whose caller went away before the answer (not run unless already in a batch)."
     );
     describe_histogram!(
         REQUEST_DURATION,

@@ -77,6 +77,12 @@ impl Recorder {
         }
     }
 
+    /// A request whose caller went away before it was answered (it ran
+    /// only if a batch had taken it already).
+    pub fn cancelled(&self, transport: Transport) {
+        self.metrics.cancelled(transport);
+    }
+
     /// A request was answered by a run: its rows, queue and run time.
     pub fn ran(&self, rows: u64, queue: Duration, compute: Duration) {
         self.stats.queue.record(queue);

@@ -27,7 +27,9 @@ struct TransportMetrics {
     ok: metrics::Counter,
     failed: metrics::Counter,
     /// By `ErrorKind::as_str()`.
-    failures: [(&'static str, metrics::Counter); 4],
+    failures: [(&'static str, metrics::Counter); 5],
+    /// Requests whose caller went away before the answer.
+    cancelled: metrics::Counter,
     duration: metrics::Histogram,
 }
 
@@ -49,7 +51,9 @@ impl TransportMetrics {
                 failure(K::InvalidArgument.as_str()),
                 failure(K::Unavailable.as_str()),
                 failure(K::Internal.as_str()),
+                failure(K::DeadlineExceeded.as_str()),
             ],
+            cancelled: metrics::counter!(REQUESTS_CANCELLED, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p),
             duration: metrics::histogram!(REQUEST_DURATION, "model" => m.to_string(), "version" => v.to_string(), "protocol" => p),
         }
     }
@@ -150,6 +154,14 @@ impl VersionMetrics {
                 }
             }
         }
+    }
+}
+
+impl VersionMetrics {
+    /// A request whose caller went away (disconnected, or its own timeout
+    /// dropped it) before it was answered.
+    pub fn cancelled(&self, transport: Transport) {
+        self.by_transport[transport.index()].cancelled.increment(1);
     }
 }
 

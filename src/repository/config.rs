@@ -34,6 +34,10 @@
 //! max_rows = 100000                 # records per file; also max_bytes, max_age = "1h"
 //! inputs = true                     # also outputs = true, refused = false
 //!
+//! [queue]
+//! default_timeout_us = 100000       # a request's deadline unless it brings a tighter one
+//! timeout_action = "reject"         # the only action: 504 / DEADLINE_EXCEEDED, never run
+//!
 //! [checks]                         # present: run on schedule (POST .../checks runs one any time)
 //! every = "24h"                     # the period checked, aligned to UTC (hours, days)
 //! quality_warn = 0.01               # refusal / NaN-Inf / missing rates: warn above,
@@ -204,6 +208,38 @@ pub struct ModelConfig {
     pub log: Option<crate::predlog::LogConfig>,
     /// The scheduled checks; absent: they run only when asked for.
     pub checks: Option<crate::checks::ChecksConfig>,
+    /// Deadlines of requests that bring none tighter.
+    #[serde(default)]
+    pub queue: QueueConfig,
+}
+
+/// `[queue]`: the part of Triton's `default_queue_policy` infergate acts on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// A request's deadline unless it brings a tighter one; 0: none
+    /// (then `--request-timeout`, if set).
+    pub default_timeout_us: Option<u64>,
+    /// What happens at the deadline: the request is refused (504 /
+    /// DEADLINE_EXCEEDED) and, if it has not run, never runs. The only
+    /// action: Triton's `DELAY` would run work its client gave up on.
+    #[serde(default)]
+    pub timeout_action: TimeoutAction,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutAction {
+    #[default]
+    Reject,
+}
+
+impl QueueConfig {
+    pub fn default_timeout(&self) -> Option<Duration> {
+        self.default_timeout_us
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros)
+    }
 }
 
 impl ModelConfig {

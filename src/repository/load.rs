@@ -175,6 +175,7 @@ fn load_version_blocking(
         batching,
         schema: (!schema.is_empty()).then_some(schema),
         health: config.health.clone(),
+        default_timeout: config.queue.default_timeout(),
         loaded_at: std::time::SystemTime::now(),
         log_layout,
         log_names,

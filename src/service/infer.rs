@@ -28,6 +28,12 @@ pub struct InferRequest {
     pub inputs: Vec<InputTensor>,
     /// Outputs to return, by name; empty: all of them.
     pub outputs: Vec<String>,
+    /// The V2 `timeout` parameter (µs on the wire): the request's
+    /// deadline in place of the model's or the server's default.
+    pub timeout: Option<Duration>,
+    /// How long the client itself waits (gRPC's `grpc-timeout`): a bound
+    /// whatever else says.
+    pub client_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,7 +125,8 @@ impl Service {
             .judge
             .as_ref()
             .filter(|_| route.feedback.is_some() || logged.is_some());
-        let (result, took, said) = serve(&model, request, judge).await;
+        let (result, took, said) =
+            serve(&model, request, judge, self.options.request_timeout).await;
         let answer = match &result {
             Ok(answer) => answer,
             Err(e) => {
@@ -219,16 +226,48 @@ struct After {
 }
 
 /// Runs a request on a resolved version and records how it went; with a
-/// judge, also what its answer says in the terms of labels.
+/// judge, also what its answer says in the terms of labels. The deadline:
+/// the request's `timeout`, else the model's default, else the server's
+/// (`default`), and never later than the client's own; a request still
+/// unanswered at its deadline is answered DEADLINE_EXCEEDED, and if it
+/// had not run yet it never runs.
 async fn serve(
     model: &Arc<ModelVersion>,
     request: InferRequest,
     judge: Option<&Judge>,
+    default: Option<Duration>,
 ) -> (Result<InferResponse, Error>, Duration, Option<Said>) {
     let transport = request.transport;
     let _inflight = model.record.start();
+    // Counts the request as cancelled if its future is dropped (the
+    // client went away) before it is answered.
+    let mut pending = Pending {
+        model,
+        transport,
+        answered: false,
+    };
     let started = Instant::now();
-    let result = run(model, request, judge).await;
+    let wanted = request.timeout.or(model.default_timeout).or(default);
+    let timeout = match (wanted, request.client_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let result = match timeout {
+        None => run(model, request, judge, None).await,
+        Some(t) => {
+            let (deadline, us) = (started + t, t.as_micros() as u64);
+            let running = run(model, request, judge, Some((deadline, us)));
+            match tokio::time::timeout_at(deadline.into(), running).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::DeadlineExceeded {
+                    model: model.model.clone(),
+                    version: model.version,
+                    timeout_us: us,
+                }),
+            }
+        }
+    };
+    pending.answered = true;
     let took = started.elapsed();
     let failure = result.as_ref().err().map(|e| e.kind());
     model.record.answered(transport, took, failure);
@@ -238,15 +277,30 @@ async fn serve(
     }
 }
 
+struct Pending<'a> {
+    model: &'a ModelVersion,
+    transport: Transport,
+    answered: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.model.record.cancelled(self.transport);
+        }
+    }
+}
+
 async fn run(
     model: &Arc<ModelVersion>,
     request: InferRequest,
     judge: Option<&Judge>,
+    deadline: Option<(Instant, u64)>,
 ) -> Result<(InferResponse, Option<Said>), Error> {
     let batch = validate(model, &request)?;
     let ran = model
         .worker
-        .run(request.inputs)
+        .run(request.inputs, deadline.map(|(d, _)| d))
         .await
         .map_err(|e| match e {
             WorkerError::QueueFull => Error::Overloaded {
@@ -255,6 +309,11 @@ async fn run(
                 capacity: model.worker.capacity(),
             },
             WorkerError::Stopped => Error::ShuttingDown,
+            WorkerError::DeadlineExceeded => Error::DeadlineExceeded {
+                model: model.model.clone(),
+                version: model.version,
+                timeout_us: deadline.map_or(0, |(_, us)| us),
+            },
             WorkerError::Backend(crate::backend::BackendError::InvalidInput(reason)) => {
                 Error::BadRequest(reason)
             }
@@ -326,6 +385,8 @@ async fn mirror(
         id: None,
         inputs,
         outputs: primary_outputs.iter().map(|t| t.name.clone()).collect(),
+        timeout: None,
+        client_timeout: None,
     };
     let started = Instant::now();
     // Never mirrored again: the target is resolved and served directly.
@@ -340,7 +401,7 @@ async fn mirror(
                 .judge
                 .as_ref()
                 .filter(|_| feedback.is_some() || log.is_some());
-            let (result, _, said) = serve(&target, request, judge).await;
+            let (result, _, said) = serve(&target, request, judge, None).await;
             Ok((result, said))
         }
         Err(e) => Err(e),

@@ -52,6 +52,11 @@ pub struct Options {
     /// Bearer token the control operations (repository load/unload,
     /// promote, rollback, shadow) require; `None`: they are open.
     pub control_token: Option<String>,
+    /// `--request-timeout`: the deadline of requests that bring none
+    /// tighter and whose model sets none; `None`: no deadline.
+    pub request_timeout: Option<std::time::Duration>,
+    /// How long an HTTP request body may take to arrive.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for Options {
@@ -59,6 +64,8 @@ impl Default for Options {
         Options {
             max_request_bytes: 64 << 20,
             control_token: None,
+            request_timeout: None,
+            body_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +103,10 @@ impl Service {
         self.options.max_request_bytes
     }
 
+    pub fn body_timeout(&self) -> std::time::Duration {
+        self.options.body_timeout
+    }
+
     /// Checks a control request's `Authorization` value.
     pub fn authorize(&self, authorization: Option<&str>) -> Result<(), Error> {
         let Some(token) = &self.options.control_token else {
@@ -104,14 +115,7 @@ impl Service {
         let given = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .unwrap_or("");
-        // Compare in constant time: the token is a secret.
-        let same = given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if token_matches(given, token) {
             Ok(())
         } else {
             Err(Error::Unauthorized)
@@ -271,5 +275,37 @@ impl Service {
     /// Unloads every version of a model until it is loaded again.
     pub async fn unload_model(&self, model: &str) -> Result<(), Error> {
         self.repository.unload_model(model).await
+    }
+}
+
+/// Whether `given` is the control token, compared in constant time with its
+/// length included: the digests of both are the same length whatever was
+/// sent, and `subtle` compares them without an early exit.
+fn token_matches(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(token.as_bytes()))
+        .into()
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_matches;
+
+    #[test]
+    fn only_the_token_itself_matches() {
+        let token = "s3cret-token";
+        assert!(token_matches("s3cret-token", token));
+        for other in [
+            "",
+            "s3cret-tokeN",
+            "s3cret-toke",
+            "s3cret-token ",
+            "S3CRET-TOKEN",
+            "x",
+        ] {
+            assert!(!token_matches(other, token), "{other:?}");
+        }
     }
 }

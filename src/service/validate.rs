@@ -169,6 +169,8 @@ mod tests {
 
     fn request(inputs: Vec<InputTensor>, outputs: &[&str]) -> InferRequest {
         InferRequest {
+            timeout: None,
+            client_timeout: None,
             transport: Transport::Http,
             model: "m".into(),
             version: None,

@@ -111,7 +111,7 @@ pub struct Windows {
     clock: Clock,
     requests: AtomicU64,
     /// By `ErrorKind` (see `KINDS`).
-    failures: [AtomicU64; 4],
+    failures: [AtomicU64; 5],
     /// By schema rule (see `RULES`).
     validation: [AtomicU64; 4],
     /// Requests that lacked an input, by input.
@@ -121,11 +121,12 @@ pub struct Windows {
     rollups: Mutex<Vec<Rollup>>,
 }
 
-const KINDS: [ErrorKind; 4] = [
+const KINDS: [ErrorKind; 5] = [
     ErrorKind::NotFound,
     ErrorKind::InvalidArgument,
     ErrorKind::Unavailable,
     ErrorKind::Internal,
+    ErrorKind::DeadlineExceeded,
 ];
 const RULES: [&str; 4] = ["min", "max", "allowed", "nan"];
 

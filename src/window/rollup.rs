@@ -83,7 +83,7 @@ pub(crate) struct Recorded {
     pub(crate) outputs: Vec<TensorAcc>,
     pub(crate) requests: u64,
     /// By `ErrorKind`, in `KINDS` order.
-    pub(crate) failures: [u64; 4],
+    pub(crate) failures: [u64; 5],
     /// By schema rule, in `RULES` order.
     pub(crate) validation: [u64; 4],
     pub(crate) missing: Vec<u64>,

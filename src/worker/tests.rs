@@ -85,7 +85,7 @@ fn input(values: &[f32]) -> Vec<InputTensor> {
 }
 
 async fn ask(w: &Worker, values: &[f32]) -> Vec<f32> {
-    let ran = w.run(input(values)).await.expect("run");
+    let ran = w.run(input(values), None).await.expect("run");
     assert_eq!(ran.outputs[0].shape, vec![values.len() as i64, 1]);
     match &ran.outputs[0].data {
         TensorData::Fp32(v) => v.clone(),
@@ -188,11 +188,11 @@ async fn a_leader_dropped_before_it_ran_leaves_the_queue_to_the_threads() {
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     // Boxed, not pinned on the stack: dropping it must drop the future.
-    let mut leader = Box::pin(w.run(input(&[1.0])));
+    let mut leader = Box::pin(w.run(input(&[1.0]), None));
     // Polled once: it leads and gives the scheduler its turn.
     assert!(leader.as_mut().poll(&mut cx).is_pending());
     // Queued behind the leader, which never comes back.
-    let follower = w.run(input(&[2.0]));
+    let follower = w.run(input(&[2.0]), None);
     tokio::pin!(follower);
     assert!(follower.as_mut().poll(&mut cx).is_pending());
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -227,4 +227,42 @@ async fn many_callers_on_many_threads_each_get_their_own_rows() {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_deadline_passes_while_queued_never_runs() {
+    let (w, runs) = worker(Duration::from_millis(300), 1);
+    let w = Arc::new(w);
+    // One run keeps the only instance busy for 300 ms...
+    let busy = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run(input(&[1.0]), None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // ...while a request due in 50 ms waits behind it: dropped unrun.
+    let late = w
+        .run(
+            input(&[2.0, 3.0]),
+            Some(Instant::now() + Duration::from_millis(50)),
+        )
+        .await;
+    assert!(
+        matches!(late, Err(WorkerError::DeadlineExceeded)),
+        "{late:?}"
+    );
+    busy.await.unwrap().unwrap();
+    // A request with time to spare still runs after it.
+    let on_time = w
+        .run(
+            input(&[4.0]),
+            Some(Instant::now() + Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_time.outputs[0].data, TensorData::Fp32(vec![9.0]));
+    let rows: Vec<usize> = lock(&runs).iter().map(|(_, r)| *r).collect();
+    assert!(
+        !rows.contains(&2),
+        "the late request's two rows never ran: {rows:?}"
+    );
 }

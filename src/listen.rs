@@ -1,0 +1,307 @@
+//! Accepting connections for both adapters: at most `max_connections`
+//! open per listener (beyond it a new connection is closed at once and
+//! counted), and an accept loop that backs off when accepting fails
+//! (out of file descriptors, say) instead of spinning, logging the failure
+//! once and then at most every ten seconds with how many were suppressed.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub const CONNECTIONS_OPEN: &str = "infergate_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "infergate_connections_refused_total";
+pub const ACCEPT_ERRORS: &str = "infergate_accept_errors_total";
+
+/// The longest pause after failed accepts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Accept failures are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How connections are bounded (`--max-connections`, the HTTP timeouts,
+/// HTTP/2 streams and keep-alive), for both adapters.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// A client must send a request's headers (HTTP/1) or its first bytes
+    /// (HTTP/2, gRPC) within this, and an idle HTTP/1 keep-alive
+    /// connection is closed after it.
+    pub header_timeout: Duration,
+    /// A request body must arrive within this once its headers have.
+    pub body_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection (HTTP and gRPC).
+    pub http2_max_streams: u32,
+    /// HTTP/2 keep-alive pings: a peer that does not answer one within
+    /// this is dropped.
+    pub keepalive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            http2_max_streams: 1024,
+            keepalive: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A listener and its bounds; `protocol` names it in metrics and logs.
+pub struct Acceptor {
+    listener: TcpListener,
+    protocol: &'static str,
+    permits: Arc<Semaphore>,
+    max: usize,
+    backoff: Duration,
+    first_bytes: Duration,
+    last_logged: Option<Instant>,
+    suppressed: u64,
+    open: metrics::Gauge,
+    refused: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Acceptor {
+    pub fn new(listener: TcpListener, protocol: &'static str, limits: &Limits) -> Acceptor {
+        let max_connections = limits.max_connections;
+        metrics::describe_gauge!(CONNECTIONS_OPEN, "Open client connections, by protocol.");
+        metrics::describe_counter!(
+            CONNECTIONS_REFUSED,
+            "Connections closed at accept because --max-connections were open, by protocol."
+        );
+        metrics::describe_counter!(
+            ACCEPT_ERRORS,
+            "Failed accepts (e.g. out of file descriptors), by protocol."
+        );
+        let max = max_connections.max(1);
+        Acceptor {
+            listener,
+            protocol,
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+            backoff: Duration::ZERO,
+            first_bytes: limits.header_timeout,
+            last_logged: None,
+            suppressed: 0,
+            open: metrics::gauge!(CONNECTIONS_OPEN, "protocol" => protocol),
+            refused: metrics::counter!(CONNECTIONS_REFUSED, "protocol" => protocol),
+            errors: metrics::counter!(ACCEPT_ERRORS, "protocol" => protocol),
+        }
+    }
+
+    /// The next connection within the bound. Connections beyond it are
+    /// closed as they come (the client sees its connection reset, at
+    /// once, rather than a hang) and counted.
+    pub async fn accept(&mut self) -> Conn {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    self.backoff = Duration::ZERO;
+                    match self.permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let _ = stream.set_nodelay(true);
+                            self.open.increment(1.0);
+                            return Conn {
+                                stream,
+                                _permit: permit,
+                                open: self.open.clone(),
+                                first_bytes: Some(Box::pin(tokio::time::sleep(self.first_bytes))),
+                            };
+                        }
+                        Err(_) => {
+                            self.refused.increment(1);
+                            let (protocol, max) = (self.protocol, self.max);
+                            self.log(|n| {
+                                tracing::warn!(
+                                    protocol,
+                                    max_connections = max,
+                                    suppressed = n,
+                                    "connection refused: --max-connections are open"
+                                )
+                            });
+                            // Reset, not a graceful close: nothing to flush.
+                            let _ = stream.set_zero_linger();
+                            drop(stream);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.errors.increment(1);
+                    let protocol = self.protocol;
+                    self.log(|n| {
+                        tracing::warn!(protocol, error = %e, suppressed = n,
+                            "accept failed; backing off")
+                    });
+                    // Out of descriptors (or memory) will not be better in a
+                    // microsecond: wait, doubling up to a second.
+                    self.backoff = (self.backoff * 2)
+                        .max(Duration::from_millis(5))
+                        .min(MAX_BACKOFF);
+                    tokio::time::sleep(self.backoff).await;
+                }
+            }
+        }
+    }
+
+    /// Runs `log` (given how many were suppressed since the last one) once
+    /// per `LOG_EVERY`.
+    fn log(&mut self, log: impl FnOnce(u64)) {
+        let now = Instant::now();
+        if self
+            .last_logged
+            .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
+        {
+            log(self.suppressed);
+            self.last_logged = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The connections as a stream (what tonic serves from), accepted by a
+    /// task of their own that ends, closing the listener, once the stream
+    /// is dropped.
+    pub fn into_stream(
+        mut self,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    conn = self.accept() => {
+                        if tx.send(Ok(conn)).await.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// An accepted connection; its slot is given back when it is dropped.
+pub struct Conn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    open: metrics::Gauge,
+    /// Until the first bytes arrive: a connection that sends nothing in
+    /// `header_timeout` is closed (HTTP/2 has no header timeout of its own
+    /// before the handshake).
+    first_bytes: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+impl Conn {
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.first_bytes = None;
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .first_bytes
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no bytes from the client within the header timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// The default `--max-connections` per listener: half of what the file
+/// descriptor limit leaves after a reserve for model files, logs and the
+/// runtime, so that the two ports together cannot exhaust it.
+pub fn default_max_connections() -> usize {
+    // SAFETY: getrlimit writes into the struct it is given, nothing else.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur as usize
+    } else {
+        1024
+    };
+    (soft.saturating_sub(256) / 2).clamp(64, 65_536)
+}
