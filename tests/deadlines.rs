@@ -74,7 +74,8 @@ async fn the_requests_timeout_is_its_deadline() {
     assert_eq!(status, 504, "{v}");
     let error = v["error"].as_str().unwrap();
     assert!(error.contains("deadline of 1 µs"), "{error}");
-    assert_eq!(deadline_failures("tiny", "http"), before + 1.0);
+    // (The other tests of this file count into the same series, at once.)
+    assert!(deadline_failures("tiny", "http") >= before + 1.0);
     // Ten seconds: served.
     let (status, v) = server
         .post("/v2/models/tiny/infer", &tiny_body(Some(json!(10_000_000))))
