@@ -183,7 +183,18 @@ impl ErrorKind {
     }
 }
 
+/// How long a client refused for overload should wait before it retries
+/// (HTTP `Retry-After`, gRPC `grpc-retry-pushback-ms`): a queue full now
+/// drains within milliseconds, but HTTP counts whole seconds.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
 impl Error {
+    /// Seconds a client should wait before retrying, for refusals that a
+    /// retry later can cure (overload); `None` for the others.
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self, Error::Overloaded { .. }).then_some(RETRY_AFTER_SECONDS)
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::ModelNotFound(_) | Error::VersionNotFound { .. } => ErrorKind::NotFound,

@@ -168,3 +168,103 @@ async fn the_servers_request_timeout_is_the_last_default() {
     assert_eq!(status, 200, "{v}");
     server.stop().await;
 }
+
+/// A full queue refuses at once, saying when to come back: 503 with
+/// `Retry-After` over HTTP, UNAVAILABLE with `grpc-retry-pushback-ms` over
+/// gRPC; every refused request is answered, every admitted one served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
+    let repo = repo_with(&[]);
+    copy_dir(
+        &root().join("tests/models/digits_heavy"),
+        &repo.path().join("digits_heavy"),
+    );
+    std::fs::write(
+        repo.path().join("digits_heavy/config.toml"),
+        "queue_capacity = 1\ndynamic_batching = false\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo, None).await;
+    let digits = Digits::load();
+    let body = digits_body(&digits.features[0..8], None);
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url, body) = (
+                server.client.clone(),
+                server.url("/v2/models/digits_heavy/infer"),
+                body.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..5 {
+                    let r = client.post(&url).json(&body).send().await.unwrap();
+                    let retry = r
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let status = r.status().as_u16();
+                    let v: Value = r.json().await.unwrap();
+                    seen.push((status, retry, v));
+                }
+                seen
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        for (status, retry, v) in t.await.unwrap() {
+            match status {
+                200 => ok += 1,
+                503 => {
+                    refused += 1;
+                    assert_eq!(retry.as_deref(), Some("1"), "{v}");
+                    assert!(v["error"].as_str().unwrap().contains("queue of 1"), "{v}");
+                }
+                other => panic!("{other}: {v}"),
+            }
+        }
+    }
+    assert_eq!(ok + refused, 80);
+    assert!(ok > 0 && refused > 0, "{ok} served, {refused} refused");
+
+    // gRPC: the same refusal, with the pushback.
+    let mut c = server.grpc_client().await;
+    let request = || pb::ModelInferRequest {
+        model_name: "digits_heavy".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![8, 64],
+            parameters: Default::default(),
+            contents: Some(pb::InferTensorContents {
+                fp32_contents: digits.flat(0..8),
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    };
+    let calls: Vec<_> = (0..16)
+        .map(|_| {
+            let mut c = c.clone();
+            let r = request();
+            tokio::spawn(async move { c.model_infer(r).await })
+        })
+        .collect();
+    let mut pushback = 0;
+    for call in calls {
+        if let Err(status) = call.await.unwrap() {
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert_eq!(
+                status
+                    .metadata()
+                    .get("grpc-retry-pushback-ms")
+                    .map(|v| v.to_str().unwrap()),
+                Some("1000")
+            );
+            pushback += 1;
+        }
+    }
+    assert!(pushback > 0, "16 at once over a queue of 1: some refused");
+    c.model_infer(request()).await.expect("still serving");
+    server.stop().await;
+}

@@ -21,6 +21,8 @@ fn histogram() -> Histogram<u64> {
 pub(crate) struct Recorder {
     measure_from: Instant,
     all: Histogram<u64>,
+    /// Of failed requests (how fast a refusal comes back).
+    failed: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     examples: BTreeMap<String, String>,
@@ -39,6 +41,7 @@ impl Recorder {
         Recorder {
             measure_from,
             all: histogram(),
+            failed: histogram(),
             ok: 0,
             errors: BTreeMap::new(),
             examples: BTreeMap::new(),
@@ -72,6 +75,8 @@ impl Recorder {
                 s.2.saturating_record(us);
             }
             Err(f) => {
+                let us = o.done.saturating_duration_since(o.due).as_micros().max(1) as u64;
+                self.failed.saturating_record(us);
                 *self.errors.entry(f.kind.clone()).or_default() += 1;
                 self.examples
                     .entry(f.kind.clone())
@@ -134,6 +139,19 @@ impl Recorder {
                 p999: q(0.999),
                 max: h.max(),
             },
+            error_latency_us: (!self.failed.is_empty()).then(|| {
+                let f = &self.failed;
+                Latency {
+                    min: f.min(),
+                    mean: f.mean(),
+                    p50: f.value_at_quantile(0.5),
+                    p90: f.value_at_quantile(0.9),
+                    p95: f.value_at_quantile(0.95),
+                    p99: f.value_at_quantile(0.99),
+                    p999: f.value_at_quantile(0.999),
+                    max: f.max(),
+                }
+            }),
             timeline: self
                 .seconds
                 .iter()
@@ -218,6 +236,9 @@ pub struct Report {
     pub qps: f64,
     /// Of successful requests, in microseconds.
     pub latency_us: Latency,
+    /// Of failed ones (a refusal's round trip), when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_latency_us: Option<Latency>,
     /// When each request actually went out against when it was due
     /// (closed loop: always 0, a client sends when the last answer came).
     pub send_lag_us: SendLag,
@@ -267,6 +288,14 @@ impl Report {
                 ms(s.p50).trim_start(),
                 ms(s.p99).trim_start(),
                 ms(s.max).trim_start()
+            ));
+        }
+        if let Some(e) = &self.error_latency_us {
+            out.push_str(&format!(
+                "\nfailed in  p50 {} p99 {} max {} (how fast errors came back)\n",
+                ms(e.p50).trim_start(),
+                ms(e.p99).trim_start(),
+                ms(e.max).trim_start()
             ));
         }
         if !self.errors.is_empty() {

@@ -31,7 +31,7 @@ use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServi
 /// The one place core errors become gRPC statuses.
 pub fn status_of(error: &Error) -> Status {
     let message = error.to_string();
-    match error.kind() {
+    let mut status = match error.kind() {
         ErrorKind::NotFound => Status::not_found(message),
         ErrorKind::InvalidArgument => Status::invalid_argument(message),
         ErrorKind::Unavailable => Status::unavailable(message),
@@ -39,7 +39,14 @@ pub fn status_of(error: &Error) -> Status {
         ErrorKind::Conflict => Status::failed_precondition(message),
         ErrorKind::Unauthenticated => Status::unauthenticated(message),
         ErrorKind::DeadlineExceeded => Status::deadline_exceeded(message),
+    };
+    if let Some(seconds) = error.retry_after() {
+        // gRPC's retry pushback (A6), the Retry-After of HTTP's 503.
+        if let Ok(v) = (seconds * 1000).to_string().parse() {
+            status.metadata_mut().insert("grpc-retry-pushback-ms", v);
+        }
     }
+    status
 }
 
 pub async fn serve(

@@ -117,7 +117,12 @@ pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> 
 }
 
 fn from_error(error: &Error) -> Response<Body> {
-    error_response(status_of(error), error.to_string())
+    let mut r = error_response(status_of(error), error.to_string());
+    if let Some(seconds) = error.retry_after() {
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    r
 }
 
 /// Live/ready answers: 200 with an empty body, as the spec has it.
