@@ -111,6 +111,19 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_BODY_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub body_timeout: Duration,
 
+    /// TLS on the HTTP and gRPC ports: the certificate chain (PEM). Re-read
+    /// when the file changes. Needs --tls-key.
+    #[arg(long, env = "INFERGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "INFERGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
+    #[arg(long, env = "INFERGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Concurrent HTTP/2 streams per connection (HTTP and gRPC ports).
     #[arg(long, env = "INFERGATE_HTTP2_MAX_STREAMS", default_value_t = 1024)]
     pub http2_max_streams: u32,
@@ -185,6 +198,8 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     /// Connections: how many, how slow.
     pub limits: crate::listen::Limits,
+    /// `None`: plain text.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Window statistics defaults; a zero length turns them off.
     pub window: crate::window::WindowConfig,
     pub control_token: Option<String>,
@@ -212,6 +227,14 @@ impl From<&ServeArgs> for Config {
                 body_timeout: a.body_timeout,
                 http2_max_streams: a.http2_max_streams.max(1),
                 ..crate::listen::Limits::default()
+            },
+            tls: match (&a.tls_cert, &a.tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: a.tls_client_ca.clone(),
+                }),
+                _ => None,
             },
             window: crate::window::WindowConfig {
                 length: a.stats_window,
@@ -242,6 +265,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(30),
             request_timeout: None,
             limits: crate::listen::Limits::default(),
+            tls: None,
             window: crate::window::WindowConfig {
                 length: Duration::from_secs(60),
                 keep: 10,

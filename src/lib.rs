@@ -35,6 +35,7 @@ pub mod serde_duration;
 pub mod service;
 pub mod sync;
 pub mod tensor;
+pub mod tls;
 pub mod window;
 pub mod worker;
 
@@ -120,6 +121,10 @@ pub async fn run(
         },
     ));
 
+    let ip = listeners.http.local_addr()?.ip();
+    if config.tls.is_none() && !ip.is_loopback() {
+        tracing::warn!(%ip, "TLS is off (--tls-cert) and the server listens beyond loopback: requests, and the control token, travel in clear text");
+    }
     let (stop, stopped) = watch::channel(false);
     tracing::info!(
         http = %listeners.http.local_addr()?,
@@ -132,16 +137,22 @@ pub async fn run(
         "infergate listening"
     );
     let mut servers = tokio::task::JoinSet::new();
+    let tls = match &config.tls {
+        Some(settings) => Some(tls::Tls::new(settings)?),
+        None => None,
+    };
     servers.spawn(http::serve(
         listeners.http,
         state.clone(),
         config.limits.clone(),
+        tls.as_ref().map(|t| t.http.clone()),
         stopped.clone(),
     ));
     {
         let (state, stopped, limits) = (state.clone(), stopped.clone(), config.limits.clone());
+        let tls = tls.as_ref().map(|t| t.grpc.clone());
         servers.spawn(async move {
-            if let Err(e) = grpc::serve(listeners.grpc, state, limits, stopped).await {
+            if let Err(e) = grpc::serve(listeners.grpc, state, limits, tls, stopped).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });

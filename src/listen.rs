@@ -174,17 +174,32 @@ impl Acceptor {
 
     /// The connections as a stream (what tonic serves from), accepted by a
     /// task of their own that ends, closing the listener, once the stream
-    /// is dropped.
+    /// is dropped. With `tls`, each handshake runs in a task of its own
+    /// (a slow one holds up nobody) within the header timeout.
     pub fn into_stream(
         mut self,
-    ) -> tokio_stream::wrappers::ReceiverStream<Result<Conn, io::Error>> {
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> tokio_stream::wrappers::ReceiverStream<Result<Stream, io::Error>> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let within = self.first_bytes;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     conn = self.accept() => {
-                        if tx.send(Ok(conn)).await.is_err() {
-                            return;
+                        match &tls {
+                            None => {
+                                if tx.send(Ok(Stream::Plain(conn))).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(tls) => {
+                                let (tls, tx) = (tls.clone(), tx.clone());
+                                tokio::spawn(async move {
+                                    if let Some(s) = handshake(&tls, conn, within).await {
+                                        let _ = tx.send(Ok(s)).await;
+                                    }
+                                });
+                            }
                         }
                     }
                     _ = tx.closed() => return,
@@ -192,6 +207,11 @@ impl Acceptor {
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+
+    /// How long a client has for its first bytes (and its TLS handshake).
+    pub fn handshake_timeout(&self) -> Duration {
+        self.first_bytes
     }
 }
 
@@ -281,11 +301,103 @@ impl AsyncWrite for Conn {
     }
 }
 
-impl tonic::transport::server::Connected for Conn {
+/// The TLS handshake of an accepted connection, within `within`; `None`
+/// (the connection closed) when it fails: plaintext to a TLS port, an
+/// untrusted client certificate under mutual TLS, a client too slow.
+pub async fn handshake(
+    tls: &tokio_rustls::TlsAcceptor,
+    conn: Conn,
+    within: Duration,
+) -> Option<Stream> {
+    match tokio::time::timeout(within, tls.accept(conn)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            metrics::counter!(TLS_FAILURES).increment(1);
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics::counter!(TLS_FAILURES).increment(1);
+            tracing::debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+pub const TLS_FAILURES: &str = "infergate_tls_handshake_failures_total";
+
+/// A connection as the adapters serve it: plain, or TLS over it.
+pub enum Stream {
+    Plain(Conn),
+    Tls(Box<tokio_rustls::server::TlsStream<Conn>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        match self {
+            Stream::Plain(c) => c.stream.connect_info(),
+            Stream::Tls(s) => s.get_ref().0.stream.connect_info(),
+        }
     }
 }
 

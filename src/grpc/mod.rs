@@ -53,6 +53,7 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<Service>,
     limits: crate::listen::Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     let limit = state.max_request_bytes();
@@ -74,7 +75,7 @@ pub async fn serve(
     // Bounded accepts (connections, first bytes); TCP_NODELAY is set on
     // every accepted stream: without it, Nagle plus the client's delayed
     // ACK holds answers back by up to 40 ms.
-    let incoming = crate::listen::Acceptor::new(listener, "grpc", &limits).into_stream();
+    let incoming = crate::listen::Acceptor::new(listener, "grpc", &limits).into_stream(tls);
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.http2_max_streams))
         .http2_keepalive_interval(Some(limits.keepalive))

@@ -41,6 +41,7 @@ pub async fn serve(
     listener: TcpListener,
     state: Arc<Service>,
     limits: crate::listen::Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -70,11 +71,37 @@ pub async fn serve(
                         Ok::<_, Infallible>(handle(&state, req).await)
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                match &tls {
+                    None => {
+                        let stream = crate::listen::Stream::Plain(stream);
+                        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    // The handshake in the connection's own task: a slow
+                    // one holds up no other client. Such a connection
+                    // closes gracefully on shutdown by itself.
+                    Some(tls) => {
+                        let (tls, builder, mut stop) = (tls.clone(), builder.clone(), shutdown.clone());
+                        let within = acceptor.handshake_timeout();
+                        tokio::spawn(async move {
+                            let Some(stream) = crate::listen::handshake(&tls, stream, within).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                            tokio::pin!(conn);
+                            tokio::select! {
+                                _ = conn.as_mut() => {}
+                                _ = stop.changed() => {
+                                    conn.as_mut().graceful_shutdown();
+                                    let _ = conn.await;
+                                }
+                            }
+                        });
+                    }
+                }
             }
             _ = shutdown.changed() => break,
         }
