@@ -38,8 +38,10 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection (HTTP and gRPC).
     pub http2_max_streams: u32,
-    /// HTTP/2 keep-alive pings: a peer that does not answer one within
-    /// this is dropped.
+    /// TCP keep-alive on every connection: probes start after this long
+    /// idle, and a peer that answers none of them is dropped (the kernel's
+    /// work: no cost per request, where HTTP/2 pings would take a lock per
+    /// frame).
     pub keepalive: Duration,
 }
 
@@ -63,6 +65,7 @@ pub struct Acceptor {
     max: usize,
     backoff: Duration,
     first_bytes: Duration,
+    keepalive: Duration,
     last_logged: Option<Instant>,
     suppressed: u64,
     open: metrics::Gauge,
@@ -90,6 +93,7 @@ impl Acceptor {
             max,
             backoff: Duration::ZERO,
             first_bytes: limits.header_timeout,
+            keepalive: limits.keepalive,
             last_logged: None,
             suppressed: 0,
             open: metrics::gauge!(CONNECTIONS_OPEN, "protocol" => protocol),
@@ -109,6 +113,11 @@ impl Acceptor {
                     match self.permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let _ = stream.set_nodelay(true);
+                            let keepalive = socket2::TcpKeepalive::new()
+                                .with_time(self.keepalive)
+                                .with_interval(Duration::from_secs(10))
+                                .with_retries(3);
+                            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                             self.open.increment(1.0);
                             return Conn {
                                 stream,

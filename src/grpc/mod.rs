@@ -78,8 +78,6 @@ pub async fn serve(
     let incoming = crate::listen::Acceptor::new(listener, "grpc", &limits).into_stream(tls);
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(limits.http2_max_streams))
-        .http2_keepalive_interval(Some(limits.keepalive))
-        .http2_keepalive_timeout(Some(limits.keepalive))
         .add_service(service)
         .add_service(feedback)
         .serve_with_incoming_shutdown(incoming, async move {

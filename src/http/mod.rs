@@ -53,12 +53,12 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    // Dead peers are found by TCP keep-alive (set at accept), not HTTP/2
+    // pings: hyper's ping bookkeeping takes a lock on every frame.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_streams)
-        .keep_alive_interval(Some(limits.keepalive))
-        .keep_alive_timeout(limits.keepalive);
+        .max_concurrent_streams(limits.http2_max_streams);
     let mut acceptor = crate::listen::Acceptor::new(listener, "http", &limits);
     loop {
         tokio::select! {
