@@ -166,6 +166,17 @@ fn rate(n: u64, of: u64) -> f64 {
     }
 }
 
+/// `pass` up to `warn`, `warn` up to `fail`, `fail` above.
+fn ladder(r: f64, warn: f64, fail: f64) -> Verdict {
+    if r > fail {
+        Verdict::Fail
+    } else if r > warn {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    }
+}
+
 fn item(
     name: &'static str,
     verdict: Verdict,
@@ -199,13 +210,7 @@ pub fn evaluate(e: &Evidence, c: &ChecksConfig, h: &HealthConfig) -> VersionChec
         )),
         Some(d) => {
             let r = rate(d.failed, d.requests);
-            let verdict = if r > h.error_rate_fail {
-                Verdict::Fail
-            } else if r > h.error_rate_warn {
-                Verdict::Warn
-            } else {
-                Verdict::Pass
-            };
+            let verdict = ladder(r, h.error_rate_warn, h.error_rate_fail);
             items.push(item(
                 "requests",
                 verdict,
@@ -230,13 +235,7 @@ pub fn evaluate(e: &Evidence, c: &ChecksConfig, h: &HealthConfig) -> VersionChec
             return item(name, Verdict::Skip, format!("no {unit} in the period"), &[]);
         }
         let r = rate(n, of);
-        let verdict = if r > c.quality_fail {
-            Verdict::Fail
-        } else if r > c.quality_warn {
-            Verdict::Warn
-        } else {
-            Verdict::Pass
-        };
+        let verdict = ladder(r, c.quality_warn, c.quality_fail);
         item(
             name,
             verdict,
@@ -409,13 +408,7 @@ fn accuracy_item(
         );
     };
     let drop = r - a;
-    let verdict = if drop > h.max_accuracy_drop {
-        Verdict::Fail
-    } else if drop > h.max_accuracy_drop / 2.0 {
-        Verdict::Warn
-    } else {
-        Verdict::Pass
-    };
+    let verdict = ladder(drop, h.max_accuracy_drop / 2.0, h.max_accuracy_drop);
     let mut figures = vec![
         ("accuracy", a),
         ("labelled_rows", rows as f64),

@@ -283,17 +283,17 @@ impl Windows {
     /// the window it closed.
     pub fn tick(&self) -> Option<Arc<WindowReport>> {
         let opened = self.opened.load(Ordering::Relaxed);
-        if opened == 0 {
-            return None;
-        }
-        let age = self
-            .clock
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(opened));
-        if age < self.config.length {
+        if opened == 0 || self.age(opened) < self.config.length {
             return None;
         }
         self.close()
+    }
+
+    /// The age of a window that opened at `opened` (the field's units).
+    fn age(&self, opened: u64) -> Duration {
+        self.clock
+            .elapsed()
+            .saturating_sub(Duration::from_nanos(opened))
     }
 
     /// Closes the open window now, whatever its age (a check wants every
@@ -309,11 +309,7 @@ impl Windows {
         if opened == 0 {
             return None;
         }
-        let age = self
-            .clock
-            .elapsed()
-            .saturating_sub(Duration::from_nanos(opened));
-        let recorded = self.take(age);
+        let recorded = self.take(self.age(opened));
         let report = Arc::new(self.report(&recorded));
         {
             let mut closed = lock(&self.closed);
@@ -522,11 +518,7 @@ impl Windows {
     /// When the open window opened, if one is open.
     pub fn open_for(&self) -> Option<Duration> {
         let opened = self.opened.load(Ordering::Relaxed);
-        (opened != 0).then(|| {
-            self.clock
-                .elapsed()
-                .saturating_sub(Duration::from_nanos(opened))
-        })
+        (opened != 0).then(|| self.age(opened))
     }
 
     pub fn model(&self) -> (&str, u64) {
