@@ -61,7 +61,19 @@ pub fn decode_input(
     let dt = DataType::parse(datatype)
         .ok_or_else(|| invalid(TensorError::UnknownDatatype(datatype.to_string())))?;
     let expected = element_count(&shape).map_err(invalid)?;
-    let data = decode(dt, expected).map_err(invalid)?;
+    let data = match decode(dt, expected) {
+        Ok(data) => data,
+        // A decoder that counted without storing (JSON beyond the shape's
+        // count) reports the mismatch; the shape is named here.
+        Err(TensorError::ElementCount { expected, got, .. }) => {
+            return Err(invalid(TensorError::ElementCount {
+                shape,
+                expected,
+                got,
+            }))
+        }
+        Err(e) => return Err(invalid(e)),
+    };
     if data.len() != expected {
         return Err(invalid(TensorError::ElementCount {
             shape,

@@ -234,64 +234,240 @@ impl TensorData {
 
     /// Decodes JSON `data`: flat or nested arrays (or a lone scalar) of
     /// numbers, booleans or strings as the datatype requires.
+    /// A JSON value's leaves (nested arrays flattened, row-major) as
+    /// elements of `datatype`.
     pub fn from_json(datatype: DataType, value: &Value) -> Result<TensorData, TensorError> {
-        let mut leaves = Vec::new();
-        flatten(value, &mut leaves);
-        let bad = |index: usize, v: &Value| TensorError::BadElement {
-            index,
+        let mut sink = Sink::new(datatype, usize::MAX);
+        walk(value, &mut sink);
+        sink.finish().map(|(data, _)| data)
+    }
+
+    /// The same from the JSON text of the value, parsed straight into the
+    /// typed buffer: no `Value` tree (a 64 MiB body of numbers would make
+    /// one of about a gigabyte), and at most `limit` elements kept — those
+    /// beyond are counted, not stored, so that the caller can say how many
+    /// came against how many the shape wants.
+    pub fn from_json_text(
+        datatype: DataType,
+        text: &str,
+        limit: usize,
+    ) -> Result<(TensorData, usize), TensorError> {
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(text);
+        JsonElementsSeed { datatype, limit }
+            .deserialize(&mut de)
+            .map_err(|e| TensorError::BadJson(e.to_string()))?
+    }
+}
+
+/// Deserializes a JSON value (nested arrays flattened) straight into
+/// elements of `datatype`, keeping at most `limit` and counting the rest:
+/// what `from_json_text` does, for a deserializer already positioned at
+/// the value (the HTTP codec parses `data` in the same pass as the rest of
+/// the request when `datatype` and `shape` came before it). A bad element
+/// is the inner error; the JSON around it is still read through.
+pub struct JsonElementsSeed {
+    pub datatype: DataType,
+    pub limit: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonElementsSeed {
+    type Value = Result<(TensorData, usize), TensorError>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        let mut sink = Sink::new(self.datatype, self.limit);
+        Leaves(&mut sink).deserialize(d)?;
+        Ok(sink.finish())
+    }
+}
+
+/// One JSON leaf, as the conversion sees it.
+enum Leaf<'a> {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(&'a str),
+    /// null, an object: never an element.
+    Other(&'static str),
+}
+
+impl Leaf<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Leaf::Bool(b) => b.to_string(),
+            Leaf::I64(v) => v.to_string(),
+            Leaf::U64(v) => v.to_string(),
+            Leaf::F64(v) => v.to_string(),
+            Leaf::Str(s) => truncate(format!("{s:?}")),
+            Leaf::Other(what) => what.to_string(),
+        }
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Leaf::I64(v) => Some(v as f64),
+            Leaf::U64(v) => Some(v as f64),
+            Leaf::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Where leaves go: converted to the datatype while fewer than `limit`,
+/// counted after. The first element that does not convert is the error.
+struct Sink {
+    datatype: DataType,
+    out: TensorData,
+    limit: usize,
+    count: usize,
+    error: Option<TensorError>,
+}
+
+impl Sink {
+    fn new(datatype: DataType, limit: usize) -> Sink {
+        Sink {
             datatype,
-            got: truncate(v.to_string()),
+            out: TensorData::with_capacity(datatype, 0),
+            limit,
+            count: 0,
+            error: None,
+        }
+    }
+
+    /// The elements and how many there were, or the first bad one.
+    fn finish(self) -> Result<(TensorData, usize), TensorError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.out, self.count)),
+        }
+    }
+
+    fn push(&mut self, leaf: Leaf<'_>) {
+        let index = self.count;
+        self.count += 1;
+        if index >= self.limit || self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.convert(index, leaf) {
+            self.error = Some(e);
+        }
+    }
+
+    fn convert(&mut self, index: usize, leaf: Leaf<'_>) -> Result<(), TensorError> {
+        let bad = || TensorError::BadElement {
+            index,
+            datatype: self.datatype,
+            got: leaf.describe(),
         };
-        macro_rules! ints {
-            ($t:ty, $variant:ident) => {{
-                let mut out = Vec::with_capacity(leaves.len());
-                for (i, v) in leaves.iter().enumerate() {
-                    let x = v
-                        .as_i64()
-                        .and_then(|x| <$t>::try_from(x).ok())
-                        .or_else(|| v.as_u64().and_then(|x| <$t>::try_from(x).ok()))
-                        .ok_or_else(|| bad(i, v))?;
-                    out.push(x);
-                }
-                TensorData::$variant(out)
+        macro_rules! int {
+            ($v:expr, $t:ty) => {{
+                let x: Option<$t> = match leaf {
+                    Leaf::I64(x) => <$t>::try_from(x).ok(),
+                    Leaf::U64(x) => <$t>::try_from(x).ok(),
+                    _ => None,
+                };
+                $v.push(x.ok_or_else(bad)?)
             }};
         }
-        macro_rules! floats {
-            ($conv:expr, $variant:ident) => {{
-                let mut out = Vec::with_capacity(leaves.len());
-                for (i, v) in leaves.iter().enumerate() {
-                    out.push($conv(v.as_f64().ok_or_else(|| bad(i, v))?));
-                }
-                TensorData::$variant(out)
-            }};
+        match &mut self.out {
+            TensorData::Bool(v) => match leaf {
+                Leaf::Bool(b) => v.push(b),
+                _ => return Err(bad()),
+            },
+            TensorData::Uint8(v) => int!(v, u8),
+            TensorData::Uint16(v) => int!(v, u16),
+            TensorData::Uint32(v) => int!(v, u32),
+            TensorData::Uint64(v) => int!(v, u64),
+            TensorData::Int8(v) => int!(v, i8),
+            TensorData::Int16(v) => int!(v, i16),
+            TensorData::Int32(v) => int!(v, i32),
+            TensorData::Int64(v) => int!(v, i64),
+            TensorData::Fp16(v) => v.push(f16::from_f64(leaf.as_f64().ok_or_else(bad)?)),
+            TensorData::Fp32(v) => v.push(leaf.as_f64().ok_or_else(bad)? as f32),
+            TensorData::Fp64(v) => v.push(leaf.as_f64().ok_or_else(bad)?),
+            TensorData::Bytes(v) => match leaf {
+                Leaf::Str(s) => v.push(s.as_bytes().to_vec()),
+                _ => return Err(bad()),
+            },
         }
-        Ok(match datatype {
-            DataType::Bool => {
-                let mut out = Vec::with_capacity(leaves.len());
-                for (i, v) in leaves.iter().enumerate() {
-                    out.push(v.as_bool().ok_or_else(|| bad(i, v))?);
-                }
-                TensorData::Bool(out)
-            }
-            DataType::Uint8 => ints!(u8, Uint8),
-            DataType::Uint16 => ints!(u16, Uint16),
-            DataType::Uint32 => ints!(u32, Uint32),
-            DataType::Uint64 => ints!(u64, Uint64),
-            DataType::Int8 => ints!(i8, Int8),
-            DataType::Int16 => ints!(i16, Int16),
-            DataType::Int32 => ints!(i32, Int32),
-            DataType::Int64 => ints!(i64, Int64),
-            DataType::Fp16 => floats!(f16::from_f64, Fp16),
-            DataType::Fp32 => floats!(|x: f64| x as f32, Fp32),
-            DataType::Fp64 => floats!(|x: f64| x, Fp64),
-            DataType::Bytes => {
-                let mut out = Vec::with_capacity(leaves.len());
-                for (i, v) in leaves.iter().enumerate() {
-                    out.push(v.as_str().ok_or_else(|| bad(i, v))?.as_bytes().to_vec());
-                }
-                TensorData::Bytes(out)
-            }
-        })
+        Ok(())
+    }
+}
+
+fn walk(value: &Value, sink: &mut Sink) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| walk(v, sink)),
+        Value::Bool(b) => sink.push(Leaf::Bool(*b)),
+        Value::Number(n) => sink.push(match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Leaf::I64(i),
+            (None, Some(u)) => Leaf::U64(u),
+            _ => Leaf::F64(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Value::String(s) => sink.push(Leaf::Str(s)),
+        Value::Null => sink.push(Leaf::Other("null")),
+        Value::Object(_) => sink.push(Leaf::Other("an object")),
+    }
+}
+
+/// The streaming side: nested arrays are walked as they are read.
+struct Leaves<'s>(&'s mut Sink);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Leaves<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Leaves<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("tensor elements, or arrays of them")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Leaves(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.leaf(Leaf::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.leaf(Leaf::I64(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        // As serde_json's Value has it: non-negative integers that fit are i64.
+        match i64::try_from(v) {
+            Ok(i) => self.leaf(Leaf::I64(i)),
+            Err(_) => self.leaf(Leaf::U64(v)),
+        }
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.leaf(Leaf::F64(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.leaf(Leaf::Str(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.leaf(Leaf::Other("null"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Read through (the JSON goes on after it), then it is one bad leaf.
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        self.leaf(Leaf::Other("an object"))
+    }
+}
+
+impl Leaves<'_> {
+    fn leaf<E: serde::de::Error>(self, leaf: Leaf<'_>) -> Result<(), E> {
+        self.0.push(leaf);
+        Ok(())
     }
 }
 
@@ -311,13 +487,6 @@ pub(super) fn check_raw_size(
         });
     }
     Ok(())
-}
-
-pub(super) fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
-        other => out.push(other),
-    }
 }
 
 pub(super) fn truncate(mut s: String) -> String {

@@ -132,6 +132,8 @@ pub enum TensorError {
     },
     #[error("no data given")]
     Missing,
+    #[error("'data' is not valid JSON: {0}")]
+    BadJson(String),
     #[error("{0} data can only be sent as raw_input_contents (it has no typed contents field)")]
     RawOnly(DataType),
     #[error("{datatype} data given in the '{field}' contents field, which is not the one for {datatype}")]
@@ -182,6 +184,7 @@ macro_rules! numeric_variants {
 }
 
 mod data;
+pub use data::JsonElementsSeed;
 mod elements;
 mod json;
 

@@ -133,6 +133,51 @@ fn json_rejects_out_of_range_and_wrong_kind() {
     assert!(err.to_string().contains("\"x\""), "{err}");
 }
 
+/// The text parser (what HTTP requests go through) and the `Value` walker
+/// say the same of the same JSON: elements, and the first bad one.
+#[test]
+fn json_text_and_value_agree() {
+    let cases: &[(DataType, &str)] = &[
+        (DataType::Fp32, "[[1, 2.5], [3, 4]]"),
+        (DataType::Fp16, "[0.5, -2, 65504]"),
+        (DataType::Fp64, "[1e300, -0.0, 3]"),
+        (DataType::Uint8, "[0, 255, 256]"),
+        (DataType::Int8, "[-128, 127, -129]"),
+        (
+            DataType::Int64,
+            "[9223372036854775807, -9223372036854775808]",
+        ),
+        (DataType::Uint64, "[18446744073709551615, 0]"),
+        (DataType::Int32, "[1, 1.5]"),
+        (DataType::Bool, "[true, [false], 1]"),
+        (DataType::Bytes, "[\"a\", [\"b\", \"\"], 3]"),
+        (DataType::Fp32, "[1, null]"),
+        (DataType::Fp32, "[1, {\"x\": 2}]"),
+        (DataType::Fp32, "7"),
+    ];
+    for &(dt, text) in cases {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let walked = TensorData::from_json(dt, &value);
+        let parsed = TensorData::from_json_text(dt, text, usize::MAX).map(|(d, _)| d);
+        assert_eq!(walked, parsed, "{dt} {text}");
+    }
+}
+
+/// Beyond `limit`, elements are counted, not stored: the memory a request
+/// can make the parser take is what its shape says, whatever it sends.
+#[test]
+fn json_text_keeps_at_most_the_limit_and_counts_the_rest() {
+    let text = format!("[{}]", vec!["1.5"; 10_000].join(","));
+    let (data, count) = TensorData::from_json_text(DataType::Fp32, &text, 16).unwrap();
+    assert_eq!((data.len(), count), (16, 10_000));
+    // An element beyond the limit is not converted, so not refused either;
+    // the caller refuses the count.
+    let (data, count) = TensorData::from_json_text(DataType::Uint8, "[1, 2, 999]", 2).unwrap();
+    assert_eq!((data, count), (TensorData::Uint8(vec![1, 2]), 3));
+    let err = TensorData::from_json_text(DataType::Fp32, "[1, 2", 8).unwrap_err();
+    assert!(matches!(err, TensorError::BadJson(_)), "{err}");
+}
+
 #[test]
 fn json_encoding() {
     let text = |d: TensorData| serde_json::to_string(&JsonElements(&d)).unwrap();
