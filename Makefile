@@ -7,7 +7,7 @@ ORT_DYLIB_PATH ?= $(CURDIR)/.ort/libonnxruntime.so.1.31.1
 export ORT_DYLIB_PATH
 SERVE_ARGS ?= --model-repository models
 
-.PHONY: setup setup-test setup-torch build serve test test-rust test-python test-torch lint models torch-models bench compare peers stats-overhead gpu-check
+.PHONY: setup setup-test setup-torch build serve test test-rust test-python test-torch lint models torch-models bench compare peers stats-overhead gpu-check fuzz
 
 # The `torch` feature builds and runs against the CPU-only libtorch that
 # `scripts/setup.sh --torch` assembles in .libtorch/ from PyPI wheels.
@@ -79,3 +79,13 @@ gpu-check:
 # QPS with window statistics on vs off, both servers loaded at once.
 stats-overhead: setup
 	bash benches/stats_overhead.sh
+
+# libFuzzer targets (fuzz/): seeds from fuzz/seed.py, then each target for
+# FUZZ_SECONDS (default 30). Needs `cargo install cargo-fuzz`; runs on the
+# stable toolchain through RUSTC_BOOTSTRAP=1.
+FUZZ_SECONDS ?= 30
+fuzz: setup-test
+	.venv/bin/python fuzz/seed.py
+	for t in http_infer grpc_infer compressed_body config_toml baseline_json feedback_body; do \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run -O -s none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

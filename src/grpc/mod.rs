@@ -28,6 +28,14 @@ pub mod v1 {
 
 use pb::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
+/// What the server makes of a `ModelInferRequest` before the core sees it
+/// (for fuzzing: the same decode `ModelInfer` runs).
+pub fn decode_infer_request(
+    req: pb::ModelInferRequest,
+) -> Result<crate::service::InferRequest, Error> {
+    decode_request(req, None)
+}
+
 /// The one place core errors become gRPC statuses.
 pub fn status_of(error: &Error) -> Status {
     let message = error.to_string();

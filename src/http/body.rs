@@ -76,6 +76,15 @@ pub(super) async fn read_body(state: &Service, req: Request<Incoming>) -> Result
     }
 }
 
+/// `decompress` for fuzzing: the refusal's status and message, or the body.
+pub fn decompress_for_fuzz(
+    encoding: &str,
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, (u16, String)> {
+    decompress(encoding, body, limit).map_err(|Refusal(status, message)| (status.as_u16(), message))
+}
+
 fn decompress(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Refusal> {
     use std::io::Read;
     let reader: Box<dyn Read + '_> = if encoding == "gzip" {

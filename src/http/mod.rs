@@ -10,6 +10,7 @@ mod body;
 pub mod codec;
 mod metadata;
 
+pub use body::decompress_for_fuzz;
 use body::{read_body, Refusal};
 pub use metadata::server_metadata;
 use metadata::{model_metadata, model_statistics};

@@ -102,7 +102,12 @@ impl BaselineFile {
     pub fn read(path: &Path) -> Result<BaselineFile, BaselineError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BaselineError(format!("cannot read baseline {}: {e}", path.display())))?;
-        let b: BaselineFile = serde_json::from_str(&text)
+        BaselineFile::parse(&text, path)
+    }
+
+    /// A baseline from its text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<BaselineFile, BaselineError> {
+        let b: BaselineFile = serde_json::from_str(text)
             .map_err(|e| BaselineError(format!("baseline {}: {e}", path.display())))?;
         let mut b = b;
         for input in b.inputs.values_mut() {
