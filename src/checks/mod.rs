@@ -158,7 +158,8 @@ pub struct Evidence<'a> {
     pub training_accuracy: Option<f64>,
 }
 
-fn rate(n: u64, of: u64) -> f64 {
+/// `n` of `of` as a fraction; 0 of nothing is 0.
+pub fn rate(n: u64, of: u64) -> f64 {
     if of == 0 {
         0.0
     } else {
@@ -567,13 +568,7 @@ impl Checks {
             model: self.model.clone(),
             scheduled: s.scheduled,
             every_seconds: every.as_secs(),
-            next_at: s.scheduled.then(|| {
-                humantime::format_rfc3339_seconds(
-                    SystemTime::UNIX_EPOCH
-                        + Duration::from_secs_f64(next as f64 * every.as_secs_f64()),
-                )
-                .to_string()
-            }),
+            next_at: s.scheduled.then(|| RollupSpec::period_start(every, next)),
             last: s.last.clone(),
             previous: s.previous.clone(),
         }

@@ -562,19 +562,12 @@ impl Feedback {
     /// Live accuracy of every version that has labels, and of the shadows.
     pub fn report(&self) -> ModelAccuracy {
         let s = crate::sync::lock(&self.state);
-        let stamp = |secs: f64| {
-            humantime::format_rfc3339_seconds(
-                SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs),
-            )
-            .to_string()
-        };
         let periods = |length: Duration, tallies: &VecDeque<(u64, Tally)>, classifier: bool| {
-            let span = length.as_secs_f64();
             tallies
                 .iter()
                 .map(|(w, tally)| WindowAccuracy {
-                    start: stamp(*w as f64 * span),
-                    end: stamp((*w + 1) as f64 * span),
+                    start: RollupSpec::period_start(length, *w),
+                    end: RollupSpec::period_start(length, *w + 1),
                     report: tally.report(classifier),
                 })
                 .collect::<Vec<_>>()

@@ -102,13 +102,7 @@ impl Repository {
             .map(|c| c.verdict)
             .max()
             .unwrap_or(checks::Verdict::Pass);
-        let stamp = |n: u64| {
-            humantime::format_rfc3339_seconds(
-                SystemTime::UNIX_EPOCH
-                    + std::time::Duration::from_secs_f64(n as f64 * every.as_secs_f64()),
-            )
-            .to_string()
-        };
+        let stamp = |n: u64| RollupSpec::period_start(every, n);
         checks.record(CheckReport {
             model: model.to_string(),
             trigger: match trigger {

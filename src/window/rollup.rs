@@ -74,6 +74,14 @@ impl RollupSpec {
             .as_secs_f64();
         (secs / length.as_secs_f64().max(1e-9)) as u64
     }
+
+    /// Where period `n` of `length` starts, as RFC 3339 (whole seconds).
+    pub fn period_start(length: Duration, n: u64) -> String {
+        humantime::format_rfc3339_seconds(
+            SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n as f64 * length.as_secs_f64()),
+        )
+        .to_string()
+    }
 }
 
 /// What one window (or several, merged) recorded, in mergeable form.
@@ -189,13 +197,7 @@ impl Rollup {
         complete: bool,
         report: impl Fn(&Recorded) -> WindowReport,
     ) -> RollupReport {
-        let length = self.spec.length.as_secs_f64();
-        let stamp = |n: u64| {
-            humantime::format_rfc3339_seconds(
-                SystemTime::UNIX_EPOCH + Duration::from_secs_f64(n as f64 * length),
-            )
-            .to_string()
-        };
+        let stamp = |n: u64| RollupSpec::period_start(self.spec.length, n);
         RollupReport {
             period,
             period_start: stamp(period),

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::checks::rate;
 use crate::model::{ModelEntry, ModelVersion};
 use crate::monitor::HealthConfig;
 use crate::window::{DriftReport, WindowReport};
@@ -117,14 +118,6 @@ pub struct LiveAccuracy {
     pub training_accuracy: Option<f64>,
     pub min_labels: u64,
     pub max_accuracy_drop: f64,
-}
-
-fn rate(n: u64, of: u64) -> f64 {
-    if of == 0 {
-        0.0
-    } else {
-        n as f64 / of as f64
-    }
 }
 
 /// The report of `version`, one of `entry`'s versions.
