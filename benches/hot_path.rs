@@ -146,6 +146,7 @@ fn in_process(c: &mut Criterion) {
             root.join("models"),
             Defaults {
                 queue_capacity: 1024,
+                max_queue_wait: None,
                 intra_op_threads: 1,
                 window: infergate::window::WindowConfig {
                     length: std::time::Duration::from_secs(window),

@@ -6,7 +6,9 @@
 #   - with --test: a virtualenv .venv with the pinned Python test clients
 #     (tritonclient, pytest), and Prometheus from Debian's `prometheus`
 #     package, unpacked into .prometheus/ (dpkg-deb -x: nothing installed
-#     system-wide, no service started) for the scrape test.
+#     system-wide, no service started) for the scrape test;
+#   - with --fuzz: cargo-fuzz, pinned, in .tools/ (make fuzz, make fuzz-smoke);
+#   - with --torch: a CPU-only libtorch in .libtorch/ (the `torch` feature).
 # Idempotent: what is already in place is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +56,16 @@ if [ "${1:-}" = "--test" ] || [ "${2:-}" = "--test" ]; then
         rm -rf "$deb"
     fi
     echo "setup: Prometheus at $PROMETHEUS ($("$PROMETHEUS" --version 2>&1 | head -1))"
+fi
+if [ "${1:-}" = "--fuzz" ] || [ "${2:-}" = "--fuzz" ]; then
+    # cargo-fuzz, pinned, into .tools/ (not ~/.cargo): `make fuzz-smoke`
+    # puts .tools/bin first on PATH.
+    CARGO_FUZZ_VERSION=0.13.2
+    if ! .tools/bin/cargo-fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        echo "setup: installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/"
+        cargo install --quiet --locked --root .tools cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+    fi
+    echo "setup: $(.tools/bin/cargo-fuzz --version) at .tools/bin"
 fi
 if [ "${1:-}" = "--torch" ] || [ "${2:-}" = "--torch" ]; then
     # libtorch 2.13.0 for the `torch` feature, CPU only, from PyPI wheels:

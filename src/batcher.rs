@@ -67,14 +67,22 @@ pub enum Decision<T> {
 /// The queue of one model version.
 pub struct State<T> {
     queue: VecDeque<T>,
+    /// Rows queued (a request without rows counts as one): what admission
+    /// weighs against the time the queue would take to drain.
+    rows: usize,
 }
 
 impl<T> Default for State<T> {
     fn default() -> Self {
         State {
             queue: VecDeque::new(),
+            rows: 0,
         }
     }
+}
+
+fn weight<T: Queued>(item: &T) -> usize {
+    item.rows().max(1)
 }
 
 impl<T: Queued> State<T> {
@@ -86,23 +94,42 @@ impl<T: Queued> State<T> {
         self.queue.is_empty()
     }
 
+    /// Rows queued, each request counting at least one.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     pub fn push(&mut self, item: T) {
+        self.rows += weight(&item);
         self.queue.push_back(item);
+    }
+
+    fn pop_front(&mut self) -> T {
+        let item = self.queue.pop_front().expect("not empty");
+        self.rows -= weight(&item);
+        item
     }
 
     /// Decides what runs next. First come, first served: the batch is built
     /// around the oldest request, taking later compatible ones in order and
     /// leaving incompatible ones queued in their place.
     pub fn next(&mut self, now: Instant, policy: &Policy) -> Decision<T> {
-        self.queue.retain(|item| !item.abandoned(now));
+        let rows = &mut self.rows;
+        self.queue.retain(|item| {
+            let keep = !item.abandoned(now);
+            if !keep {
+                *rows -= weight(item);
+            }
+            keep
+        });
         let Some(head) = self.queue.front() else {
             return Decision::Idle;
         };
         let Some(key) = head.key().cloned() else {
-            return Decision::Run(vec![self.queue.pop_front().expect("not empty")]);
+            return Decision::Run(vec![self.pop_front()]);
         };
         if head.rows() >= policy.max_rows {
-            return Decision::Run(vec![self.queue.pop_front().expect("not empty")]);
+            return Decision::Run(vec![self.pop_front()]);
         }
 
         // Greedy: the compatible requests, oldest first, that fit.
@@ -139,6 +166,7 @@ impl<T: Queued> State<T> {
             .map(|&i| self.queue.remove(i).expect("index from this queue"))
             .collect();
         batch.reverse();
+        self.rows -= batch.iter().map(weight).sum::<usize>();
         Decision::Run(batch)
     }
 }
@@ -316,5 +344,31 @@ mod tests {
         s.push(item(1, 1, 4, t));
         assert_eq!(ids(s.next(t, &policy(8, &[], 0))), vec![1]);
         assert_eq!(s.next(t, &policy(8, &[], 0)), Decision::Idle);
+    }
+
+    #[test]
+    fn rows_queued_follow_pushes_runs_and_drops() {
+        let t = Instant::now();
+        let mut s = State::default();
+        let mut gone = item(0, 2, 4, t);
+        gone.gone = true;
+        s.push(gone);
+        s.push(item(1, 3, 4, t));
+        s.push(item(2, 3, 4, t));
+        // Unbatched requests (no rows) count one each.
+        s.push(Item {
+            id: 3,
+            rows: 0,
+            key: None,
+            at: t,
+            gone: false,
+        });
+        assert_eq!(s.rows(), 9);
+        let p = policy(3, &[], 0);
+        assert_eq!(ids(s.next(t, &p)), vec![1]);
+        assert_eq!(s.rows(), 4, "the abandoned 2 rows and the 3 run are gone");
+        assert_eq!(ids(s.next(t, &p)), vec![2]);
+        assert_eq!(ids(s.next(t, &p)), vec![3]);
+        assert_eq!(s.rows(), 0);
     }
 }

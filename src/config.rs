@@ -89,6 +89,24 @@ pub struct ServeArgs {
     #[arg(long, env = "INFERGATE_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
 
+    /// Work a version's queue holds at most, as the time it would take to
+    /// drain (rows queued times the recent cost of a row, over the
+    /// instances): beyond it requests are refused at once (503 /
+    /// UNAVAILABLE with Retry-After) rather than served late. Set it to
+    /// the latency budget of online traffic; off by default, as in
+    /// Triton, so that a burst from a batch client queues instead of being
+    /// refused. A model's `[queue] max_wait_us` overrides it. "0s": no
+    /// bound but the capacity.
+    #[arg(long, env = "INFERGATE_MAX_QUEUE_WAIT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub max_queue_wait: Duration,
+
+    /// Nice value of the inference threads (0-19): above 0 they yield to
+    /// the I/O threads where both share a core, so that reads and
+    /// refusals are not held up by a model's run under overload, at some
+    /// cost in throughput (README, "Overload").
+    #[arg(long, env = "INFERGATE_INFERENCE_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub inference_nice: i32,
+
     /// ONNX Runtime threads per operator. 1 suits many small concurrent
     /// requests; more helps a few large ones.
     #[arg(long, env = "INFERGATE_INTRA_OP_THREADS", default_value_t = 1)]
@@ -123,6 +141,11 @@ pub struct ServeArgs {
     /// Mutual TLS: clients must present a certificate this CA (PEM) signed.
     #[arg(long, env = "INFERGATE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// TLS on the metrics port too, with the same certificate (and client
+    /// CA): Prometheus scrapes it with `scheme: https`. Needs --tls-cert.
+    #[arg(long, env = "INFERGATE_TLS_METRICS", requires = "tls_cert")]
+    pub tls_metrics: bool,
 
     /// Concurrent HTTP/2 streams per connection (HTTP and gRPC ports).
     #[arg(long, env = "INFERGATE_HTTP2_MAX_STREAMS", default_value_t = 1024)]
@@ -191,7 +214,10 @@ pub struct Config {
     pub poll_interval: Option<Duration>,
     pub onnxruntime_lib: PathBuf,
     pub queue_capacity: usize,
+    /// `None`: queues bounded by `queue_capacity` only.
+    pub max_queue_wait: Option<Duration>,
     pub intra_op_threads: usize,
+    pub inference_nice: i32,
     pub max_request_bytes: usize,
     pub shutdown_timeout: Duration,
     /// `None`: requests have no deadline unless they or their model set one.
@@ -215,7 +241,9 @@ impl From<&ServeArgs> for Config {
             poll_interval: (!a.poll_interval.is_zero()).then_some(a.poll_interval),
             onnxruntime_lib: a.onnxruntime_lib.clone(),
             queue_capacity: a.queue_capacity.max(1),
+            max_queue_wait: (!a.max_queue_wait.is_zero()).then_some(a.max_queue_wait),
             intra_op_threads: a.intra_op_threads.max(1),
+            inference_nice: a.inference_nice,
             max_request_bytes: a.max_request_bytes,
             shutdown_timeout: a.shutdown_timeout,
             request_timeout: (!a.request_timeout.is_zero()).then_some(a.request_timeout),
@@ -233,6 +261,7 @@ impl From<&ServeArgs> for Config {
                     cert: cert.clone(),
                     key: key.clone(),
                     client_ca: a.tls_client_ca.clone(),
+                    metrics: a.tls_metrics,
                 }),
                 _ => None,
             },
@@ -260,7 +289,9 @@ impl Config {
             poll_interval: Some(Duration::from_secs(2)),
             onnxruntime_lib: onnxruntime_lib.into(),
             queue_capacity: 1024,
+            max_queue_wait: None,
             intra_op_threads: 1,
+            inference_nice: 0,
             max_request_bytes: 64 * 1024 * 1024,
             shutdown_timeout: Duration::from_secs(30),
             request_timeout: None,

@@ -91,13 +91,12 @@ pub enum Error {
     #[error("model '{model}' failed to load: {reason}")]
     LoadFailed { model: String, reason: String },
 
-    #[error(
-        "model '{model}' version {version} is overloaded: its queue of {capacity} requests is full"
-    )]
+    /// Refused at admission; `reason` says which bound it hit.
+    #[error("model '{model}' version {version} is overloaded: {reason}")]
     Overloaded {
         model: String,
         version: u64,
-        capacity: usize,
+        reason: String,
     },
 
     #[error("inference failed in model '{model}' version {version}: {reason}")]

@@ -95,10 +95,12 @@ pub async fn run(
     );
     let metrics = monitor::install();
 
+    worker::set_inference_nice(config.inference_nice);
     let repository = Arc::new(Repository::new(
         config.model_repository.clone(),
         Defaults {
             queue_capacity: config.queue_capacity,
+            max_queue_wait: config.max_queue_wait,
             intra_op_threads: config.intra_op_threads,
             window: config.window.clone(),
             device: config.device,
@@ -158,7 +160,17 @@ pub async fn run(
         });
     }
     if let Some(listener) = listeners.metrics {
-        servers.spawn(monitor::serve(listener, metrics, stopped.clone()));
+        let tls = tls
+            .as_ref()
+            .filter(|_| config.tls.as_ref().is_some_and(|t| t.metrics))
+            .map(|t| t.http.clone());
+        servers.spawn(http::serve_metrics(
+            listener,
+            metrics,
+            config.limits.clone(),
+            tls,
+            stopped.clone(),
+        ));
     }
 
     // Live at once, ready once the repository has been read.

@@ -25,6 +25,9 @@ pub struct TlsSettings {
     pub key: PathBuf,
     /// Clients must present a certificate this CA signed.
     pub client_ca: Option<PathBuf>,
+    /// The metrics port too (`--tls-metrics`), with the same certificate
+    /// and client CA.
+    pub metrics: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

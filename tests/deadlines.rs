@@ -218,7 +218,13 @@ async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
                 503 => {
                     refused += 1;
                     assert_eq!(retry.as_deref(), Some("1"), "{v}");
-                    assert!(v["error"].as_str().unwrap().contains("queue of 1"), "{v}");
+                    assert!(
+                        v["error"]
+                            .as_str()
+                            .unwrap()
+                            .contains("queue is full (1 waiting)"),
+                        "{v}"
+                    );
                 }
                 other => panic!("{other}: {v}"),
             }
@@ -266,5 +272,70 @@ async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
     }
     assert!(pushback > 0, "16 at once over a queue of 1: some refused");
     c.model_infer(request()).await.expect("still serving");
+    server.stop().await;
+}
+
+/// Admission bounded in time (`[queue] max_wait_us`): once the work queued
+/// ahead would take longer than the bound to drain, a request is refused at
+/// once (503 naming the estimate and the bound), while the queue still has
+/// room by count; what is admitted is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_past_max_wait_is_refused_at_once() {
+    let repo = repo_with(&[]);
+    copy_dir(
+        &root().join("tests/models/digits_heavy"),
+        &repo.path().join("digits_heavy"),
+    );
+    // 1 µs: anything queued behind a run is over it, once a run has shown
+    // what a row costs.
+    std::fs::write(
+        repo.path().join("digits_heavy/config.toml"),
+        "queue_capacity = 1000\ndynamic_batching = false\n[queue]\nmax_wait_us = 1\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo, None).await;
+    let digits = Digits::load();
+    let body = digits_body(&digits.features[0..8], None);
+    let url = server.url("/v2/models/digits_heavy/infer");
+    // Past the cold first runs, the cost of a row is known.
+    for _ in 0..10 {
+        let r = server.client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "nothing queued: admitted");
+    }
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url, body) = (server.client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                for _ in 0..5 {
+                    let r = client.post(&url).json(&body).send().await.unwrap();
+                    let status = r.status().as_u16();
+                    let v: Value = r.json().await.unwrap();
+                    seen.push((status, v));
+                }
+                seen
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        for (status, v) in t.await.unwrap() {
+            match status {
+                200 => ok += 1,
+                503 => {
+                    refused += 1;
+                    let e = v["error"].as_str().unwrap();
+                    assert!(
+                        e.contains("the work queued ahead would take about")
+                            && e.contains("over its 1µs limit"),
+                        "{v}"
+                    );
+                }
+                other => panic!("{other}: {v}"),
+            }
+        }
+    }
+    assert_eq!(ok + refused, 80);
+    assert!(ok > 0 && refused > 0, "{ok} served, {refused} refused");
     server.stop().await;
 }

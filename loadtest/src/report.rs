@@ -23,6 +23,9 @@ pub(crate) struct Recorder {
     all: Histogram<u64>,
     /// Of failed requests (how fast a refusal comes back).
     failed: Histogram<u64>,
+    /// Of failed requests, from when each went out rather than when it was
+    /// due: a refusal's round trip without the generator's own lag.
+    failed_rtt: Histogram<u64>,
     ok: u64,
     errors: BTreeMap<String, u64>,
     examples: BTreeMap<String, String>,
@@ -42,6 +45,7 @@ impl Recorder {
             measure_from,
             all: histogram(),
             failed: histogram(),
+            failed_rtt: histogram(),
             ok: 0,
             errors: BTreeMap::new(),
             examples: BTreeMap::new(),
@@ -77,6 +81,10 @@ impl Recorder {
             Err(f) => {
                 let us = o.done.saturating_duration_since(o.due).as_micros().max(1) as u64;
                 self.failed.saturating_record(us);
+                if let Some(sent) = o.sent {
+                    let rtt = o.done.saturating_duration_since(sent).as_micros().max(1) as u64;
+                    self.failed_rtt.saturating_record(rtt);
+                }
                 *self.errors.entry(f.kind.clone()).or_default() += 1;
                 self.examples
                     .entry(f.kind.clone())
@@ -139,19 +147,8 @@ impl Recorder {
                 p999: q(0.999),
                 max: h.max(),
             },
-            error_latency_us: (!self.failed.is_empty()).then(|| {
-                let f = &self.failed;
-                Latency {
-                    min: f.min(),
-                    mean: f.mean(),
-                    p50: f.value_at_quantile(0.5),
-                    p90: f.value_at_quantile(0.9),
-                    p95: f.value_at_quantile(0.95),
-                    p99: f.value_at_quantile(0.99),
-                    p999: f.value_at_quantile(0.999),
-                    max: f.max(),
-                }
-            }),
+            error_latency_us: (!self.failed.is_empty()).then(|| latency(&self.failed)),
+            error_round_trip_us: (!self.failed_rtt.is_empty()).then(|| latency(&self.failed_rtt)),
             timeline: self
                 .seconds
                 .iter()
@@ -239,6 +236,10 @@ pub struct Report {
     /// Of failed ones (a refusal's round trip), when there were any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_latency_us: Option<Latency>,
+    /// Of failed ones, from when each went out (not when it was due): the
+    /// server's share of a refusal, without the generator's lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_round_trip_us: Option<Latency>,
     /// When each request actually went out against when it was due
     /// (closed loop: always 0, a client sends when the last answer came).
     pub send_lag_us: SendLag,
@@ -374,5 +375,18 @@ impl Progress {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+fn latency(h: &Histogram<u64>) -> Latency {
+    Latency {
+        min: h.min(),
+        mean: h.mean(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p95: h.value_at_quantile(0.95),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
     }
 }

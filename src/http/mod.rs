@@ -43,9 +43,38 @@ pub async fn serve(
     state: Arc<Service>,
     limits: crate::listen::Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            let _in_flight = InflightGuard::enter(&state.http_in_flight);
+            Ok::<_, Infallible>(handle(&state, req).await)
+        }
+    });
+    let acceptor = crate::listen::Acceptor::new(listener, "http", &limits);
+    serve_connections(acceptor, builder(&limits), tls, shutdown, service).await;
+}
+
+/// The metrics port: `GET /metrics` (any path, in fact) in Prometheus'
+/// text format, within the same connection limits as the HTTP port and,
+/// with `--tls-metrics`, behind the same certificate.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    limits: crate::listen::Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |_req| {
+        let body = crate::monitor::scrape(&handle).into_bytes();
+        async move { Ok::<_, Infallible>(respond(StatusCode::OK, "text/plain; version=0.0.4", body)) }
+    });
+    let acceptor = crate::listen::Acceptor::new(listener, "metrics", &limits);
+    serve_connections(acceptor, builder(&limits), tls, shutdown, service).await;
+}
+
+fn builder(limits: &crate::listen::Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The header timeout also closes HTTP/1 keep-alive connections idle
     // for as long: hyper's header timer runs while it waits for the next
@@ -60,18 +89,31 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams);
-    let mut acceptor = crate::listen::Acceptor::new(listener, "http", &limits);
+    builder
+}
+
+/// The connection loop of both HTTP ports: each accepted connection (after
+/// its TLS handshake, when there is TLS) is served on its own task; on
+/// `shutdown`, accepting stops and open connections finish their requests.
+async fn serve_connections<S>(
+    mut acceptor: crate::listen::Acceptor,
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             stream = acceptor.accept() => {
-                let state = state.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move {
-                        let _in_flight = InflightGuard::enter(&state.http_in_flight);
-                        Ok::<_, Infallible>(handle(&state, req).await)
-                    }
-                });
+                let service = service.clone();
                 match &tls {
                     None => {
                         let stream = crate::listen::Stream::Plain(stream);

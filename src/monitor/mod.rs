@@ -8,7 +8,7 @@ mod version;
 mod window;
 
 pub use recorder::{Recorder, RunRecorder};
-pub use serve::serve;
+pub use serve::scrape;
 pub use version::{epoch_seconds, VersionMetrics, WorkerMetrics};
 pub use window::publish_window;
 

@@ -37,6 +37,8 @@
 //! [queue]
 //! default_timeout_us = 100000       # a request's deadline unless it brings a tighter one
 //! timeout_action = "reject"         # the only action: 504 / DEADLINE_EXCEEDED, never run
+//! max_wait_us = 20000               # queued work (in time to drain) past which requests are
+//!                                   # refused (503); default --max-queue-wait (off); 0: off
 //!
 //! [checks]                         # present: run on schedule (POST .../checks runs one any time)
 //! every = "24h"                     # the period checked, aligned to UTC (hours, days)
@@ -225,6 +227,10 @@ pub struct QueueConfig {
     /// action: Triton's `DELAY` would run work its client gave up on.
     #[serde(default)]
     pub timeout_action: TimeoutAction,
+    /// The most work the queue holds, as the time it would take to drain;
+    /// beyond it a request is refused at once. 0: no bound but
+    /// `queue_capacity`; absent: `--max-queue-wait`.
+    pub max_wait_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -235,6 +241,15 @@ pub enum TimeoutAction {
 }
 
 impl QueueConfig {
+    /// The queue's bound in time: this config's, else the server's.
+    pub fn max_wait(&self, server: Option<Duration>) -> Option<Duration> {
+        match self.max_wait_us {
+            Some(0) => None,
+            Some(us) => Some(Duration::from_micros(us)),
+            None => server,
+        }
+    }
+
     pub fn default_timeout(&self) -> Option<Duration> {
         self.default_timeout_us
             .filter(|&us| us > 0)
@@ -463,6 +478,19 @@ mod tests {
             }],
             outputs: vec![],
         }
+    }
+
+    #[test]
+    fn the_queue_bound_in_time_is_the_models_else_the_servers() {
+        let server = Some(Duration::from_millis(50));
+        let of = |text: &str| ModelConfig::parse(text).unwrap().queue.max_wait(server);
+        assert_eq!(of(""), server);
+        assert_eq!(
+            of("[queue]\nmax_wait_us = 5000\n"),
+            Some(Duration::from_millis(5))
+        );
+        assert_eq!(of("[queue]\nmax_wait_us = 0\n"), None, "0: no bound");
+        assert!(ModelConfig::parse("[queue]\nmax_wait = 5\n").is_err());
     }
 
     #[test]

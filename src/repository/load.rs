@@ -150,7 +150,10 @@ fn load_version_blocking(
             .clone()
             .unwrap_or_else(crate::batcher::Policy::unbatched),
         batching.is_some(),
-        config.queue_capacity.unwrap_or(defaults.queue_capacity),
+        crate::worker::Admission {
+            capacity: config.queue_capacity.unwrap_or(defaults.queue_capacity),
+            max_wait: config.queue.max_wait(defaults.max_queue_wait),
+        },
         record.for_runs(),
     )
     .map_err(LoadError::Threads)?;

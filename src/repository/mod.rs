@@ -41,6 +41,8 @@ pub use scan::check_name;
 #[derive(Debug, Clone)]
 pub struct Defaults {
     pub queue_capacity: usize,
+    /// `None`: no bound on the queue's work but its capacity.
+    pub max_queue_wait: Option<std::time::Duration>,
     pub intra_op_threads: usize,
     /// Window statistics; a zero length turns them off.
     pub window: crate::window::WindowConfig,

@@ -315,10 +315,10 @@ async fn run(
         .run(request.inputs, deadline.map(|(d, _)| d))
         .await
         .map_err(|e| match e {
-            WorkerError::QueueFull => Error::Overloaded {
+            WorkerError::Overloaded(why) => Error::Overloaded {
                 model: model.model.clone(),
                 version: model.version,
-                capacity: model.worker.capacity(),
+                reason: why.to_string(),
             },
             WorkerError::Stopped => Error::ShuttingDown,
             WorkerError::DeadlineExceeded => Error::DeadlineExceeded {

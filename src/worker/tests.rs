@@ -72,7 +72,19 @@ fn worker(cost: Duration, instances: usize) -> (Worker, Runs) {
         preferred: vec![],
         max_delay: Duration::ZERO,
     };
-    let w = Worker::spawn("probe", backends, policy, true, 1024, recorder.for_runs()).unwrap();
+    let admission = Admission {
+        capacity: 1024,
+        max_wait: None,
+    };
+    let w = Worker::spawn(
+        "probe",
+        backends,
+        policy,
+        true,
+        admission,
+        recorder.for_runs(),
+    )
+    .unwrap();
     (w, runs)
 }
 

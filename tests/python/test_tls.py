@@ -13,6 +13,8 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -69,6 +71,7 @@ def _serve(tmp_path, extra):
         env=dict(os.environ, ORT_DYLIB_PATH=str(ORT_DEFAULT)), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     log.close()
+    proc.metrics_port = metrics
     return proc, http, grpc, tmp_path / f"server-{http}.log"
 
 
@@ -197,3 +200,107 @@ def test_a_certificate_that_does_not_load_stops_start_up_naming_it(pki, tmp_path
         proc, _, _, log = _serve(tmp_path, ["--tls-cert", str(cert), "--tls-key", str(key)])
         assert proc.wait(timeout=30) != 0
         assert named in log.read_text(), log.read_text()
+
+
+def _plaintext_gets_nothing(port: int) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        try:
+            answer = s.recv(1024)
+        except (ConnectionResetError, socket.timeout):
+            answer = b""
+        assert b"200 OK" not in answer and b"infergate_" not in answer, answer
+
+
+def test_the_metrics_port_speaks_tls_when_asked_and_mutual_tls_covers_it(pki, tmp_path):
+    ca, client, paths = pki
+    tls = ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"])]
+    # Without --tls-metrics the metrics port stays plain beside TLS ports.
+    proc, http, _, log = _serve(tmp_path, tls)
+    try:
+        assert _ready(http, ca), log.read_text()
+        plain = urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=10).read()
+        assert b"infergate_" in plain
+    finally:
+        problem = _stop(proc)
+    assert problem is None, problem
+
+    proc, http, _, log = _serve(tmp_path, tls + ["--tls-client-ca", str(paths["ca"]), "--tls-metrics"])
+    try:
+        assert _ready(http, ca, client), log.read_text()
+        url = f"https://127.0.0.1:{proc.metrics_port}/metrics"
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+        client.configure_cert(ctx)
+        body = urllib.request.urlopen(url, context=ctx, timeout=10).read().decode()
+        assert "infergate_requests_total" in body or "infergate_" in body, body[:500]
+        # A scraper without a client certificate: refused in the handshake.
+        anonymous = ssl.create_default_context()
+        ca.configure_trust(anonymous)
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionResetError)):
+            urllib.request.urlopen(url, context=anonymous, timeout=10).read()
+        # Plaintext to it: nothing served; TLS still is.
+        _plaintext_gets_nothing(proc.metrics_port)
+        assert b"infergate_" in urllib.request.urlopen(url, context=ctx, timeout=10).read()
+        _prometheus_scrapes_over_mutual_tls(tmp_path, proc.metrics_port, client, paths)
+    finally:
+        problem = _stop(proc)
+    assert problem is None, problem
+
+
+def _prometheus_scrapes_over_mutual_tls(tmp_path, metrics_port, client, paths):
+    """A real Prometheus (as test_prometheus.py starts it) with scheme https,
+    the test's CA and the client certificate: its target comes up."""
+    import json
+    from pathlib import Path
+    prometheus = Path(os.environ.get("PROMETHEUS_BIN", REPO_ROOT / ".prometheus/usr/bin/prometheus"))
+    assert prometheus.is_file(), f"no Prometheus at {prometheus}: bash scripts/setup.sh --test"
+    client.private_key_pem.write_to_path(str(tmp_path / "scraper-key.pem"))
+    with open(tmp_path / "scraper-cert.pem", "wb") as f:
+        for blob in client.cert_chain_pems:
+            f.write(blob.bytes())
+    (port,) = _free_ports(1)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: infergate\n"
+        "    scheme: https\n"
+        "    tls_config:\n"
+        f"      ca_file: {paths['ca']}\n"
+        f"      cert_file: {tmp_path / 'scraper-cert.pem'}\n"
+        f"      key_file: {tmp_path / 'scraper-key.pem'}\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n")
+    log = open(tmp_path / "prometheus.log", "wb")
+    p = subprocess.Popen([str(prometheus), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prom'}",
+                          f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                         stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        end, health = time.monotonic() + 60, None
+        while time.monotonic() < end:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as r:
+                    targets = json.load(r)["data"]["activeTargets"]
+                if targets:
+                    health = (targets[0]["health"], targets[0].get("lastError"))
+                    if health[0] == "up":
+                        break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        assert health and health[0] == "up", f"{health}\n{(tmp_path / 'prometheus.log').read_text()}"
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+def test_tls_metrics_without_a_certificate_is_refused_at_start(tmp_path):
+    proc, _, _, log = _serve(tmp_path, ["--tls-metrics"])
+    try:
+        assert proc.wait(timeout=30) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "tls-cert" in log.read_text(), log.read_text()
