@@ -124,6 +124,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// How often histogram samples are folded into their buckets between
+/// scrapes (the exporter's own default upkeep period).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// CPU, resident memory, threads, open file descriptors: read from /proc
 /// when /metrics is scraped.
 pub(crate) static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
@@ -144,6 +147,18 @@ pub fn install() -> PrometheusHandle {
             // program's); then ours only renders what it records itself.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // The exporter keeps every histogram sample until a render or
+            // an upkeep drains it into the buckets: a server nobody
+            // scrapes would grow by every request's samples (the soak
+            // found it, about 1 MiB a minute at 600 req/s). `install()`
+            // of the exporter runs this itself; `build_recorder` does not.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                });
             handle
         })
         .clone()
