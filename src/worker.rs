@@ -266,16 +266,6 @@ impl Worker {
         Ok(Worker { shared })
     }
 
-    pub fn admission(&self) -> Admission {
-        self.shared.admission
-    }
-
-    /// Whether a request would be refused now, and why; for a refusal that
-    /// costs no more than looking (before a request's body is read).
-    pub fn refuses(&self) -> Option<Refused> {
-        self.shared.refuses(&lock(&self.shared.queue))
-    }
-
     /// Queues the inputs and waits for this request's outputs.
     ///
     /// When the model is cheap, no inference thread is busy and no other
@@ -339,6 +329,8 @@ impl Worker {
 }
 
 impl Shared {
+    /// Admission, under the queue's lock: the count first, then the time
+    /// the queue would take to drain.
     fn refuses(&self, queue: &Queue) -> Option<Refused> {
         let capacity = self.admission.capacity;
         if queue.state.len() >= capacity {
@@ -562,14 +554,12 @@ fn execute(shared: &Shared, index: usize, backend: &mut dyn Backend, batch: Vec<
     let started = Instant::now();
     let cpu = thread_cpu();
     let rows: usize = batch.iter().map(|j| j.rows.max(1)).sum();
-    let replies = run_batch(shared, index, backend, batch, started);
+    let replies = run_batch(shared, index, backend, batch, rows, started);
     // A fresh thread's first runs are cold (lazy set-up, empty caches; tens
     // of milliseconds where later runs take one): left out, or a bound in
     // time would refuse the first burst a version sees.
     if shared.stats.execution_count.load(Ordering::Relaxed) > COLD_RUNS {
-        shared
-            .row_cost
-            .record(started.elapsed() / rows.max(1) as u32);
+        shared.row_cost.record(started.elapsed() / rows as u32);
     }
     // Without a thread clock the wall clock stands in: it over-counts, which
     // errs towards the inference threads.
@@ -601,10 +591,10 @@ fn run_batch(
     index: usize,
     backend: &mut dyn Backend,
     mut batch: Vec<Job>,
+    run_rows: usize,
     started: Instant,
 ) -> Replies {
     shared.stats.execution_count.fetch_add(1, Ordering::Relaxed);
-    let run_rows: usize = batch.iter().map(|j| j.rows.max(1)).sum();
     shared.metrics.batch_size.record(run_rows as f64);
     if batch.len() == 1 {
         let job = batch.pop().expect("one job");

@@ -169,22 +169,23 @@ async fn the_servers_request_timeout_is_the_last_default() {
     server.stop().await;
 }
 
-/// A full queue refuses at once, saying when to come back: 503 with
-/// `Retry-After` over HTTP, UNAVAILABLE with `grpc-retry-pushback-ms` over
-/// gRPC; every refused request is answered, every admitted one served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
+/// A server with `digits_heavy` alone, under this config.toml.
+async fn digits_heavy(config: &str) -> TestServer {
     let repo = repo_with(&[]);
     copy_dir(
         &root().join("tests/models/digits_heavy"),
         &repo.path().join("digits_heavy"),
     );
-    std::fs::write(
-        repo.path().join("digits_heavy/config.toml"),
-        "queue_capacity = 1\ndynamic_batching = false\n",
-    )
-    .unwrap();
-    let server = TestServer::start(repo, None).await;
+    std::fs::write(repo.path().join("digits_heavy/config.toml"), config).unwrap();
+    TestServer::start(repo, None).await
+}
+
+/// A full queue refuses at once, saying when to come back: 503 with
+/// `Retry-After` over HTTP, UNAVAILABLE with `grpc-retry-pushback-ms` over
+/// gRPC; every refused request is answered, every admitted one served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
+    let server = digits_heavy("queue_capacity = 1\ndynamic_batching = false\n").await;
     let digits = Digits::load();
     let body = digits_body(&digits.features[0..8], None);
     let tasks: Vec<_> = (0..16)
@@ -281,19 +282,11 @@ async fn a_full_queue_refuses_at_once_and_says_when_to_retry() {
 /// room by count; what is admitted is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queued_past_max_wait_is_refused_at_once() {
-    let repo = repo_with(&[]);
-    copy_dir(
-        &root().join("tests/models/digits_heavy"),
-        &repo.path().join("digits_heavy"),
-    );
     // 1 µs: anything queued behind a run is over it, once a run has shown
     // what a row costs.
-    std::fs::write(
-        repo.path().join("digits_heavy/config.toml"),
-        "queue_capacity = 1000\ndynamic_batching = false\n[queue]\nmax_wait_us = 1\n",
-    )
-    .unwrap();
-    let server = TestServer::start(repo, None).await;
+    let server =
+        digits_heavy("queue_capacity = 1000\ndynamic_batching = false\n[queue]\nmax_wait_us = 1\n")
+            .await;
     let digits = Digits::load();
     let body = digits_body(&digits.features[0..8], None);
     let url = server.url("/v2/models/digits_heavy/infer");

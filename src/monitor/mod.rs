@@ -150,8 +150,8 @@ pub fn install() -> PrometheusHandle {
             // The exporter keeps every histogram sample until a render or
             // an upkeep drains it into the buckets: a server nobody
             // scrapes would grow by every request's samples (the soak
-            // found it, about 1 MiB a minute at 600 req/s). `install()`
-            // of the exporter runs this itself; `build_recorder` does not.
+            // found it). The exporter's own `install()` runs this;
+            // `build_recorder` leaves it to us.
             let upkeep = handle.clone();
             let _ = std::thread::Builder::new()
                 .name("metrics-upkeep".into())

@@ -91,6 +91,18 @@ def _infer_grpc(client):
     np.testing.assert_allclose(out, x * 2 + 1)
 
 
+def _plaintext_gets_nothing(port: int, path: str) -> None:
+    """A plaintext request to a TLS port: refused or unanswered, never served."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.settimeout(5)
+        try:
+            answer = s.recv(1024)
+        except (ConnectionResetError, socket.timeout):
+            answer = b""
+        assert b"200 OK" not in answer and b"infergate_" not in answer, answer
+
+
 def test_tritonclient_infers_over_tls_and_plaintext_fails_cleanly(pki, tmp_path):
     ca, _, paths = pki
     proc, http, grpc, log = _serve(tmp_path, ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"])])
@@ -105,14 +117,7 @@ def test_tritonclient_infers_over_tls_and_plaintext_fails_cleanly(pki, tmp_path)
         _infer_grpc(g)
         # Plaintext to the TLS ports: refused, not hung, nothing served.
         for port in (http, grpc):
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
-                s.settimeout(5)
-                try:
-                    answer = s.recv(1024)
-                except (ConnectionResetError, socket.timeout):
-                    answer = b""
-                assert b"200 OK" not in answer, answer
+            _plaintext_gets_nothing(port, "/v2/health/ready")
         plain = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
         with pytest.raises(InferenceServerException):
             plain.is_server_live(client_timeout=5)
@@ -202,17 +207,6 @@ def test_a_certificate_that_does_not_load_stops_start_up_naming_it(pki, tmp_path
         assert named in log.read_text(), log.read_text()
 
 
-def _plaintext_gets_nothing(port: int) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        s.settimeout(5)
-        try:
-            answer = s.recv(1024)
-        except (ConnectionResetError, socket.timeout):
-            answer = b""
-        assert b"200 OK" not in answer and b"infergate_" not in answer, answer
-
-
 def test_the_metrics_port_speaks_tls_when_asked_and_mutual_tls_covers_it(pki, tmp_path):
     ca, client, paths = pki
     tls = ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"])]
@@ -241,7 +235,7 @@ def test_the_metrics_port_speaks_tls_when_asked_and_mutual_tls_covers_it(pki, tm
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionResetError)):
             urllib.request.urlopen(url, context=anonymous, timeout=10).read()
         # Plaintext to it: nothing served; TLS still is.
-        _plaintext_gets_nothing(proc.metrics_port)
+        _plaintext_gets_nothing(proc.metrics_port, "/metrics")
         assert b"infergate_" in urllib.request.urlopen(url, context=ctx, timeout=10).read()
         _prometheus_scrapes_over_mutual_tls(tmp_path, proc.metrics_port, client, paths)
     finally:
