@@ -180,6 +180,37 @@ impl Cost {
     }
 }
 
+/// Whether a leader's scheduler turn is worth taking: it is, while turns
+/// bring other requests into the leader's batch. After [`Joining::KEEP`]
+/// turns in a row that brought nobody, only every [`Joining::PROBE`]th
+/// leader takes one, so that a rise in concurrency is seen within a few
+/// requests.
+struct Joining(std::sync::atomic::AtomicU32);
+
+impl Joining {
+    const KEEP: u32 = 4;
+    const PROBE: u32 = 8;
+
+    fn take_turn(&self) -> bool {
+        let vain = self.0.load(Ordering::Relaxed);
+        let take = vain < Self::KEEP || vain.is_multiple_of(Self::PROBE);
+        if !take {
+            // A skipped turn counts towards the next probe.
+            self.0.store(vain.wrapping_add(1), Ordering::Relaxed);
+        }
+        take
+    }
+
+    fn joined(&self, anybody: bool) {
+        let vain = self.0.load(Ordering::Relaxed);
+        // Racing leaders may lose an update; it is a hint.
+        self.0.store(
+            if anybody { 0 } else { vain.wrapping_add(1) },
+            Ordering::Relaxed,
+        );
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
     /// Signalled on every push and on close; instances wait on it.
@@ -198,6 +229,7 @@ struct Shared {
     /// leader does, so the lock is never contended).
     backends: Vec<Mutex<Box<dyn Backend>>>,
     cost: Cost,
+    joining: Joining,
     /// The recent wall-clock time of a row in a run (runs' time over their
     /// rows): what a row queued will cost to drain. Unknown (`u64::MAX`)
     /// until the first runs past [`COLD_RUNS`]; until then admission
@@ -255,6 +287,7 @@ impl Worker {
             windows,
             backends: backends.into_iter().map(Mutex::new).collect(),
             cost: Cost::new(),
+            joining: Joining(std::sync::atomic::AtomicU32::new(0)),
             row_cost: Cost::new(),
         });
         for i in 0..shared.backends.len() {
@@ -315,9 +348,14 @@ impl Worker {
             // One scheduler turn first: the requests whose bytes arrived
             // with this one are read, decoded and queued behind it, and
             // run in its batch (measured: 1.0 row a run at c=8 without it,
-            // 4 with it, and less CPU a request even at c=1).
-            tokio::task::yield_now().await;
-            leading.run_queued();
+            // 4 with it). A turn costs the I/O thread a poll of its sockets
+            // (a syscall); when turns keep bringing nobody (one client at a
+            // time), most are skipped.
+            let turn = shared.joining.take_turn();
+            if turn {
+                tokio::task::yield_now().await;
+            }
+            leading.run_queued(turn);
         }
         // A job dropped unanswered was abandoned for its deadline, or the
         // worker stopped.
@@ -358,14 +396,19 @@ impl Leading<'_> {
     /// Runs what is queued and due, on this thread. Bounded: on a runtime
     /// with several I/O threads others may keep queueing meanwhile, and
     /// those requests are the inference threads' to run.
-    fn run_queued(self) {
+    /// `turned`: whether the leader gave the scheduler a turn first (then
+    /// the first batch tells whether anybody joined it).
+    fn run_queued(self, turned: bool) {
         let shared = self.0;
-        for _ in 0..4 {
+        for round in 0..4 {
             let batch = {
                 let mut queue = lock(&shared.queue);
                 match queue.state.next(Instant::now(), &shared.policy) {
                     Decision::Run(batch) => {
                         shared.metrics.queue_depth.set(queue.state.len() as f64);
+                        if turned && round == 0 {
+                            shared.joining.joined(batch.len() > 1);
+                        }
                         batch
                     }
                     // A delay to wait out is an inference thread's to wait.
@@ -373,7 +416,7 @@ impl Leading<'_> {
                 }
             };
             let mut backend = lock(&shared.backends[0]);
-            execute(shared, 0, backend.as_mut(), batch).send();
+            execute(shared, 0, backend.as_mut(), batch, Clock::Wall).send();
         }
     }
 }
@@ -419,7 +462,7 @@ fn instance(shared: &Shared, index: usize) {
     lower_priority();
     while let Some(batch) = next_batch(shared) {
         let mut backend = lock(&shared.backends[index]);
-        let replies = execute(shared, index, backend.as_mut(), batch);
+        let replies = execute(shared, index, backend.as_mut(), batch, Clock::Thread);
         drop(backend);
         // Free before the answers go out: an answer wakes the I/O thread,
         // which on a shared core may preempt this one at once, and the
@@ -550,9 +593,32 @@ impl Replies {
     }
 }
 
-fn execute(shared: &Shared, index: usize, backend: &mut dyn Backend, batch: Vec<Job>) -> Replies {
+/// How a run's cost is measured (see [`thread_cpu`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Clock {
+    /// The thread's CPU time: on an inference thread, which the I/O thread
+    /// may preempt mid-run where the two share a core.
+    Thread,
+    /// The wall clock: a leader's run on the I/O thread, which no instance
+    /// preempts (none is busy while a leader runs). It costs no syscall,
+    /// where the thread clock costs two a run: at low concurrency, one run
+    /// a request.
+    Wall,
+}
+
+fn execute(
+    shared: &Shared,
+    index: usize,
+    backend: &mut dyn Backend,
+    batch: Vec<Job>,
+    clock: Clock,
+) -> Replies {
     let started = Instant::now();
-    let cpu = thread_cpu();
+    let cpu = if clock == Clock::Thread {
+        thread_cpu()
+    } else {
+        None
+    };
     let rows: usize = batch.iter().map(|j| j.rows.max(1)).sum();
     let replies = run_batch(shared, index, backend, batch, rows, started);
     // A fresh thread's first runs are cold (lazy set-up, empty caches; tens
@@ -563,9 +629,9 @@ fn execute(shared: &Shared, index: usize, backend: &mut dyn Backend, batch: Vec<
     }
     // Without a thread clock the wall clock stands in: it over-counts, which
     // errs towards the inference threads.
-    let took = match (cpu, thread_cpu()) {
-        (Some(before), Some(after)) => after.saturating_sub(before),
-        _ => started.elapsed(),
+    let took = match cpu.zip(cpu.and_then(|_| thread_cpu())) {
+        Some((before, after)) => after.saturating_sub(before),
+        None => started.elapsed(),
     };
     shared.cost.record(took);
     replies

@@ -278,3 +278,28 @@ async fn a_request_whose_deadline_passes_while_queued_never_runs() {
         "the late request's two rows never ran: {rows:?}"
     );
 }
+
+#[test]
+fn turns_that_bring_nobody_are_skipped_but_for_probes_until_somebody_joins() {
+    let joining = Joining(std::sync::atomic::AtomicU32::new(0));
+    // One client at a time: every turn a leader takes brings nobody.
+    let taken: Vec<usize> = (0..40)
+        .filter(|_| {
+            let take = joining.take_turn();
+            if take {
+                joining.joined(false);
+            }
+            take
+        })
+        .collect();
+    assert_eq!(taken, vec![0, 1, 2, 3, 8, 16, 24, 32]);
+    // Clients arrive together: the next probe finds company, and every
+    // leader after it takes its turn again.
+    while !joining.take_turn() {}
+    joining.joined(true);
+    assert!((0..20).all(|_| {
+        let take = joining.take_turn();
+        joining.joined(true);
+        take
+    }));
+}
