@@ -6,7 +6,9 @@
 #   - with --test: a virtualenv .venv with the pinned Python test clients
 #     (tritonclient, pytest), and Prometheus from Debian's `prometheus`
 #     package, unpacked into .prometheus/ (dpkg-deb -x: nothing installed
-#     system-wide, no service started) for the scrape test;
+#     system-wide, no service started) for the scrape test, and Debian's
+#     chromium and chromium-driver (apt-get: root or sudo) for the page's
+#     browser tests;
 #   - with --fuzz: cargo-fuzz, pinned, in .tools/ (make fuzz, make fuzz-smoke);
 #   - with --torch: a CPU-only libtorch in .libtorch/ (the `torch` feature).
 # Idempotent: what is already in place is kept.
@@ -56,6 +58,18 @@ if [ "${1:-}" = "--test" ] || [ "${2:-}" = "--test" ]; then
         rm -rf "$deb"
     fi
     echo "setup: Prometheus at $PROMETHEUS ($("$PROMETHEUS" --version 2>&1 | head -1))"
+    # The page's browser tests (tests/python/test_ui.py) drive Debian's
+    # Chromium through its ChromeDriver: system packages, hence root or sudo.
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        echo "setup: installing Debian's chromium and chromium-driver"
+        SUDO=""
+        [ "$(id -u)" -eq 0 ] || SUDO=sudo
+        if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; then
+            $SUDO apt-get update -qq
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+        fi
+    fi
+    echo "setup: $(/usr/bin/chromium --version 2>/dev/null | head -1) with $(/usr/bin/chromedriver --version | cut -d' ' -f1-2)"
 fi
 if [ "${1:-}" = "--fuzz" ] || [ "${2:-}" = "--fuzz" ]; then
     # cargo-fuzz, pinned, into .tools/ (not ~/.cargo): `make fuzz-smoke`

@@ -702,3 +702,49 @@ async fn the_digits_schema_refuses_out_of_range_pixels() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_for_people_is_served_from_the_binary() {
+    let s = server(&["tiny"]).await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/ui/");
+    for (path, kind, needle) in [
+        ("/ui/", "text/html", "/ui/app.js"),
+        ("/ui", "text/html", "/ui/app.css"),
+        ("/ui/app.js", "text/javascript", "/v2/repository/index"),
+        ("/ui/app.css", "text/css", ".card"),
+    ] {
+        let r = plain.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let header = |name: &str| r.headers()[name].to_str().unwrap().to_string();
+        assert!(header("content-type").starts_with(kind), "{path}");
+        // Only the page's own script runs, whatever a string holds.
+        let policy = header("content-security-policy");
+        assert!(policy.contains("script-src 'self'"), "{policy}");
+        assert!(!policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(header("x-content-type-options"), "nosniff");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(needle), "{path}");
+        if path.ends_with(".js") {
+            // Strings from the server go in as text, never as markup.
+            for sink in [
+                ".innerHTML",
+                ".outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+            ] {
+                assert!(!text.contains(sink), "app.js uses {sink}");
+            }
+        }
+    }
+    assert_eq!(s.get("/ui/nope.js").await.0, 404);
+    assert_eq!(s.get("/ui/a/b").await.0, 404);
+    let r = plain.post(s.url("/ui/")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    s.stop().await;
+}

@@ -41,6 +41,9 @@ async fn shadow_comparison_equals_running_both_versions() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["target"], json!({ "version": 1 }));
+    // The health report says where the traffic is mirrored.
+    let (_, health) = server.get("/v2/models/digits/health").await;
+    assert_eq!(health["deployment"]["shadow"], "version 1");
     let digits = Digits::load();
     let mut primary = (Vec::new(), Vec::new());
     for chunk in digits.features.chunks(10) {

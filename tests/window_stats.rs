@@ -493,6 +493,16 @@ async fn health_reports_stale_and_mis_deployed_models() {
         .unwrap()
         .contains("version 3"));
     assert!(health["deployment"]["unavailable"]["3"].is_string());
+    // Where requests go and what else the page needs to know.
+    assert_eq!(health["deployment"]["primary"], "2");
+    assert_eq!(health["deployment"]["shadow"], Value::Null);
+    assert_eq!(health["deployment"]["feedback"], true);
+    let (_, older) = server.get("/v2/models/digits/versions/1/health").await;
+    assert_eq!(older["deployment"]["primary"], "2");
+    assert_eq!(
+        older["deployment"]["reason"],
+        "version 3 is on disk but failed to load; requests without a version go to version 2"
+    );
     let meta = server.get("/v2/models/digits/versions/2").await.1;
     assert_eq!(health["deployment"]["sha256"], meta["parameters"]["sha256"]);
     assert_eq!(health["verdict"], "fail");

@@ -9,6 +9,7 @@
 mod body;
 pub mod codec;
 mod metadata;
+mod ui;
 
 pub use body::decompress_for_fuzz;
 use body::{read_body, Refusal};
@@ -214,6 +215,18 @@ async fn handle(state: &Service, req: Request<Incoming>) -> Response<Body> {
     };
 
     match segments.as_slice() {
+        // The page for people (see `ui`).
+        [""] => match method {
+            Method::GET | Method::HEAD => ui::redirect(),
+            _ => not_allowed(),
+        },
+        ["ui", file @ ..] if file.len() <= 1 => match method {
+            Method::GET | Method::HEAD => ui::asset(file.first().copied().unwrap_or(""))
+                .unwrap_or_else(|| {
+                    error_response(StatusCode::NOT_FOUND, format!("no such file: {path}"))
+                }),
+            _ => not_allowed(),
+        },
         ["v2"] => match method {
             Method::GET => json_response(StatusCode::OK, &server_metadata()),
             _ => not_allowed(),

@@ -123,11 +123,15 @@ impl Tally {
     }
 }
 
+/// Closed windows kept for the report's `windows` (agreement over time).
+pub const WINDOWS_KEPT: usize = 30;
+
 struct Tallies {
     cumulative: Tally,
     window: Tally,
     window_opened: Instant,
-    last_window: Option<Tally>,
+    /// The last [`WINDOWS_KEPT`] closed windows, oldest first.
+    closed: std::collections::VecDeque<Tally>,
 }
 
 pub struct Shadow {
@@ -171,7 +175,7 @@ impl Shadow {
                 cumulative: Tally::new(),
                 window: Tally::new(),
                 window_opened: Instant::now(),
-                last_window: None,
+                closed: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -264,7 +268,11 @@ impl Shadow {
     /// Rolls the window when its time is up.
     fn roll(&self, t: &mut Tallies) {
         if t.window_opened.elapsed() >= self.window {
-            t.last_window = Some(std::mem::replace(&mut t.window, Tally::new()));
+            let closed = std::mem::replace(&mut t.window, Tally::new());
+            if t.closed.len() == WINDOWS_KEPT {
+                t.closed.pop_front();
+            }
+            t.closed.push_back(closed);
             t.window_opened = Instant::now();
         }
     }
@@ -300,7 +308,8 @@ impl Shadow {
             window_seconds: self.window.as_secs_f64(),
             cumulative: summarise(&t.cumulative),
             current_window: summarise(&t.window),
-            last_window: t.last_window.as_ref().map(summarise),
+            last_window: t.closed.back().map(summarise),
+            windows: t.closed.iter().map(summarise).collect(),
             live_accuracy: live,
         }
     }
@@ -448,6 +457,10 @@ pub struct ShadowReport {
     pub cumulative: TallyReport,
     pub current_window: TallyReport,
     pub last_window: Option<TallyReport>,
+    /// The closed windows kept ([`WINDOWS_KEPT`]), oldest first: how
+    /// agreement and latency moved. A window closes when a comparison or a
+    /// report comes after its time is up, so an idle spell is one window.
+    pub windows: Vec<TallyReport>,
     /// The primary's and the shadow's accuracy against ground truth, on the
     /// mirrored requests that were labelled.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -493,6 +506,44 @@ mod tests {
         ));
         let tickets: Vec<_> = (0..100).filter_map(|_| shadow.ticket()).collect();
         assert_eq!(tickets.len(), 25);
+    }
+
+    #[test]
+    fn closed_windows_are_kept_for_the_report_up_to_a_bound() {
+        let shadow = Shadow::new(
+            "m",
+            Spec {
+                target: Target::Version(1),
+                sample_rate: 1.0,
+                max_inflight: 1,
+            },
+            Duration::from_millis(1),
+        );
+        let compare = |n: u64| {
+            shadow.record(|t| t.compared += n);
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        compare(1);
+        compare(2);
+        compare(3);
+        // The third window is open until the report closes it.
+        let report = shadow.report(None);
+        let compared: Vec<u64> = report.windows.iter().map(|w| w.compared).collect();
+        assert_eq!(compared, vec![1, 2, 3]);
+        assert_eq!(report.last_window.map(|w| w.compared), Some(3));
+        assert_eq!(report.current_window.compared, 0);
+        assert_eq!(report.cumulative.compared, 6);
+        for n in 0..WINDOWS_KEPT as u64 {
+            compare(10 + n);
+        }
+        let report = shadow.report(None);
+        assert_eq!(report.windows.len(), WINDOWS_KEPT);
+        // Oldest first; the oldest ones dropped.
+        assert_eq!(report.windows[0].compared, 10);
+        assert_eq!(
+            report.windows.last().map(|w| w.compared),
+            Some(10 + WINDOWS_KEPT as u64 - 1)
+        );
     }
 
     #[test]

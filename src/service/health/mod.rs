@@ -70,6 +70,15 @@ pub struct Deployment {
     pub trained_at: Option<String>,
     /// Versions of the model that did not load, with why.
     pub unavailable: BTreeMap<String, String>,
+    /// The version requests without a version go to (this one, unless a
+    /// version was named), if any is ready.
+    pub primary: Option<String>,
+    /// Where the primary's traffic is mirrored (`version 3`, `model m`),
+    /// if anywhere: `GET …/shadow` has its report.
+    pub shadow: Option<String>,
+    /// Whether the model keeps its predictions for labels (`[feedback]`):
+    /// `GET …/accuracy` has its live accuracy.
+    pub feedback: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -258,6 +267,9 @@ fn deployment(version: &ModelVersion, entry: &ModelEntry) -> Deployment {
         loaded_at: humantime::format_rfc3339_seconds(version.loaded_at).to_string(),
         trained_at: version.properties.get("trained_at").cloned(),
         unavailable,
+        primary: newest_ready.map(|v| v.to_string()),
+        shadow: entry.shadow.as_ref().map(|s| s.spec.target.key()),
+        feedback: entry.feedback.is_some(),
     }
 }
 
@@ -274,17 +286,22 @@ fn deployment_verdict(
         .filter(|v| v.parse::<u64>().is_ok_and(|v| v > version))
         .collect();
     if !newer_failed.is_empty() {
+        let failed = newer_failed
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let serving = if newest_ready == Some(version) {
+            format!("version {version} serves instead")
+        } else {
+            format!(
+                "requests without a version go to version {}",
+                newest_ready.map_or("none".into(), |v| v.to_string())
+            )
+        };
         (
             Verdict::Warn,
-            format!(
-                "version {} is on disk but failed to load; version {} serves instead",
-                newer_failed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                version
-            ),
+            format!("version {failed} is on disk but failed to load; {serving}"),
         )
     } else if newest_ready != Some(version) {
         (

@@ -145,6 +145,13 @@ fn deployment_warns_of_a_newer_failed_version_and_an_unknown_sha() {
         reason,
         "version 3 is on disk but failed to load; version 2 serves instead"
     );
+    // Asked of a version that is not the primary: which one serves.
+    let (v, reason) = deployment_verdict(1, "ab", &failed(&["3"]), Some(2));
+    assert_eq!(v, Verdict::Warn);
+    assert_eq!(
+        reason,
+        "version 3 is on disk but failed to load; requests without a version go to version 2"
+    );
     // An older failed version is no news.
     let (v, reason) = deployment_verdict(2, "ab", &failed(&["1"]), Some(2));
     assert_eq!((v, reason.as_str()), (Verdict::Ok, "version 2 serves"));
