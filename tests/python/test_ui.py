@@ -55,12 +55,14 @@ class Server:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.load(r)
 
-    def infer_digits(self, rows: np.ndarray) -> list[str]:
+    def infer_digits(self, rows: np.ndarray, ids: list[str] | None = None) -> list[str]:
         """One request a row, no version named: the versions that answered."""
         answered = []
-        for row in rows:
+        for k, row in enumerate(rows):
             body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
                                 "data": row.tolist()}]}
+            if ids:
+                body["id"] = ids[k]
             answered.append(self.post("/v2/models/digits/infer", body)["model_version"])
         return answered
 
@@ -263,7 +265,17 @@ def test_the_shadow_started_from_the_page_shows_its_confusion_matrix(server, bro
     answer = click_control(browser, start)
     assert "HTTP 200" in answer and '"version": 1' in answer, answer
     rows = heldout()[:120]
-    server.infer_digits(rows)
+    ids = [f"ui-{k}" for k in range(len(rows))]
+    server.infer_digits(rows, ids)
+    # Ground truth for them: the page's live accuracy is the server's.
+    labels = json.loads((REPO_ROOT / "models" / "digits" / "data" / "heldout.json").read_text())["labels"]
+    applied = server.post("/v2/models/digits/feedback",
+                          {"labels": [{"id": i, "label": [int(y)]} for i, y in zip(ids, labels)]})
+    assert applied["applied"] == 120, applied
+    accuracy = server.get("/v2/models/digits/accuracy")["versions"]["2"]["cumulative"]["accuracy"]
+    shown = wait_for("the live accuracy of version 2",
+                     lambda: cells(browser, '#accuracy tr[data-version="2"] td'))
+    assert shown[1] == f"{100 * accuracy:.1f} %" and shown[2] == "120", shown
     report = wait_for("every mirrored request compared",
                       lambda: (r := server.get("/v2/models/digits/shadow"))["cumulative"]["compared"] >= 120 and r)
     matrix = report["cumulative"]["outputs"]["label"]["confusion"]
