@@ -74,6 +74,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("http::body", 6),
     ("http::codec", 6),
     ("http::metadata", 6),
+    ("http::ui", 6),
     ("grpc", 6),
     ("grpc::convert", 6),
 ];
