@@ -70,8 +70,10 @@ pub struct ServeArgs {
     pub metrics_port: u16,
 
     /// How often the repository is rescanned for new, changed or removed
-    /// versions (e.g. 2s, 500ms). 0 turns polling off: models change only
-    /// through the repository API (load/unload).
+    /// versions and for changed rollout.toml files (e.g. 2s, 500ms): how
+    /// soon replicas on one repository follow a promote sent to another.
+    /// 0 turns polling off: models change only through the repository API
+    /// (load/unload), and rollout.toml is read at start-up and on load.
     #[arg(long, env = "INFERGATE_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 

@@ -60,6 +60,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("repository::index", 4),
     ("repository::load", 4),
     ("repository::reconcile", 4),
+    ("repository::rollout_file", 4),
     ("repository::scan", 4),
     ("repository::select", 4),
     ("repository::windows", 4),

@@ -276,7 +276,7 @@ async fn promote_and_rollback_under_load_fail_no_request() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v,
-        json!({ "model": "digits", "primary": "1", "previous": "2" })
+        json!({ "model": "digits", "primary": "1", "previous": "2", "rollout_file": { "generation": 1 } })
     );
     load.phase.store(2, Ordering::SeqCst);
     load.answers(50).await;
@@ -285,7 +285,7 @@ async fn promote_and_rollback_under_load_fail_no_request() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v,
-        json!({ "model": "digits", "primary": "2", "previous": "1" })
+        json!({ "model": "digits", "primary": "2", "previous": "1", "rollout_file": { "generation": 2 } })
     );
     load.phase.store(4, Ordering::SeqCst);
     load.answers(50).await;

@@ -9,6 +9,15 @@ use crate::error::Error;
 use crate::model::{ModelEntry, ModelVersion, VersionSlot, VersionState};
 use crate::rollout::shadow::{Shadow, ShadowReport, Spec, Target};
 
+/// The outcome of a rollout change, and whether it reached the model's
+/// `rollout.toml`: the generation written (`None`: nothing new to write),
+/// or why it could not be (the change holds in this server until it
+/// restarts).
+pub struct Changed<T> {
+    pub value: T,
+    pub persisted: Result<Option<u64>, String>,
+}
+
 impl Repository {
     /// Makes a ready version the primary: requests without a version go to
     /// it from the moment this returns; the one it replaces is remembered
@@ -18,9 +27,9 @@ impl Repository {
         &self,
         name: &str,
         version: Option<u64>,
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<Changed<(u64, u64)>, Error> {
         check_name(name)?;
-        let _control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         let current = self.registry.snapshot();
         let entry = current.entry(name)?;
         // No version named: the shadow's.
@@ -61,16 +70,20 @@ impl Repository {
             entry.shadow = None;
         }
         entry.pinned.remove(&version);
+        let persisted = self.persist_rollout(name, &entry, &mut control, true);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, version, previous = ?before, "promoted");
-        Ok((version, before.unwrap_or(version)))
+        Ok(Changed {
+            value: (version, before.unwrap_or(version)),
+            persisted,
+        })
     }
 
     /// Returns to the previous primary (skipping any that is no longer
     /// ready). Returns (from, to).
-    pub(crate) async fn rollback(&self, name: &str) -> Result<(u64, u64), Error> {
+    pub(crate) async fn rollback(&self, name: &str) -> Result<Changed<(u64, u64)>, Error> {
         check_name(name)?;
-        let _control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         let current = self.registry.snapshot();
         let entry = current.entry(name)?;
         let from = entry
@@ -90,19 +103,27 @@ impl Repository {
             }
         };
         entry.primary = Some(to);
+        let persisted = self.persist_rollout(name, &entry, &mut control, true);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, from, to, "rolled back");
-        Ok((from, to))
+        Ok(Changed {
+            value: (from, to),
+            persisted,
+        })
     }
 
     /// Starts mirroring a sample of the model's primary traffic to `spec`'s
     /// target. A target version the policy did not load is loaded (through
     /// the gate) and pinned; the version serving now is fixed as primary so
     /// that a newer shadow never takes the traffic by itself.
-    pub(crate) async fn set_shadow(&self, name: &str, spec: Spec) -> Result<Arc<Shadow>, Error> {
+    pub(crate) async fn set_shadow(
+        &self,
+        name: &str,
+        spec: Spec,
+    ) -> Result<Changed<Arc<Shadow>>, Error> {
         check_name(name)?;
         spec.check().map_err(Error::BadRequest)?;
-        let _control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         let current = self.registry.snapshot();
         let mut entry = current.entry(name)?.clone();
         let serving = entry
@@ -140,9 +161,13 @@ impl Repository {
             .map_or(self.defaults.window.length, |w| w.config().length);
         let shadow = Arc::new(Shadow::new(name, spec, window));
         entry.shadow = Some(shadow.clone());
+        let persisted = self.persist_rollout(name, &entry, &mut control, true);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, target = ?shadow.spec.target, rate = shadow.spec.sample_rate, "shadow on");
-        Ok(shadow)
+        Ok(Changed {
+            value: shadow,
+            persisted,
+        })
     }
 
     /// Loads a version the policy did not (through the gate, against the
@@ -188,9 +213,9 @@ impl Repository {
     }
 
     /// Stops mirroring. Returns the final report.
-    pub(crate) async fn clear_shadow(&self, name: &str) -> Result<ShadowReport, Error> {
+    pub(crate) async fn clear_shadow(&self, name: &str) -> Result<Changed<ShadowReport>, Error> {
         check_name(name)?;
-        let _control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         let current = self.registry.snapshot();
         let mut entry = current.entry(name)?.clone();
         let shadow = entry
@@ -202,9 +227,13 @@ impl Repository {
             .as_ref()
             .zip(entry.serving())
             .and_then(|(f, v)| f.pair(v.version, &shadow.spec.target.key()));
+        let persisted = self.persist_rollout(name, &entry, &mut control, true);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, "shadow off");
-        Ok(shadow.report(live))
+        Ok(Changed {
+            value: shadow.report(live),
+            persisted,
+        })
     }
 }
 

@@ -11,9 +11,11 @@
 //! Its rooms: `scan` reads the disk (names, versions, config, fingerprints),
 //! `select` decides which versions a policy wants, `reconcile` computes a
 //! model's new entry, `load` loads, checks and warms up one version,
-//! `control` carries out promote, rollback and shadow changes, `index`
-//! lists what the server knows, `windows` publishes closed windows,
-//! `checks` runs the model checks.
+//! `control` carries out promote, rollback and shadow changes,
+//! `rollout_file` keeps them in `<model>/rollout.toml` (so that a restart
+//! and every replica on the same repository serve alike), `index` lists
+//! what the server knows, `windows` publishes closed windows, `checks`
+//! runs the model checks.
 
 mod checks;
 pub mod config;
@@ -21,11 +23,12 @@ mod control;
 mod index;
 mod load;
 mod reconcile;
+pub mod rollout_file;
 mod scan;
 mod select;
 mod windows;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::Mutex;
@@ -68,6 +71,29 @@ struct Control {
     /// Models unloaded through the API: the poller leaves them alone until
     /// they are loaded again.
     unloaded: HashSet<String>,
+    /// Each model's `rollout.toml` as this server last read (and applied)
+    /// or wrote it: a file that differs is applied; a state that differs
+    /// is written.
+    rollout_seen: HashMap<String, rollout_file::OnDisk>,
+    /// The last problem with a model's `rollout.toml` (unreadable, or not
+    /// writable), logged once until it changes.
+    rollout_problem: HashMap<String, String>,
+}
+
+impl Control {
+    /// Logs a problem with a model's rollout file once, not at every poll.
+    fn rollout_problem(&mut self, name: &str, problem: Option<String>) {
+        match problem {
+            Some(p) if self.rollout_problem.get(name) != Some(&p) => {
+                tracing::warn!(model = %name, problem = %p, "rollout.toml");
+                self.rollout_problem.insert(name.to_string(), p);
+            }
+            Some(_) => {}
+            None => {
+                self.rollout_problem.remove(name);
+            }
+        }
+    }
 }
 
 impl Repository {
@@ -96,7 +122,7 @@ impl Repository {
     /// Reconciles every model with the disk: new versions are loaded,
     /// changed ones reloaded, removed ones (and removed models) dropped.
     pub async fn poll(&self) {
-        let control = self.control.lock().await;
+        let mut control = self.control.lock().await;
         let names = match scan::list_models(&self.root) {
             Ok(names) => names,
             Err(e) => {
@@ -111,7 +137,7 @@ impl Repository {
             let entry = if control.unloaded.contains(&name) {
                 previous
             } else {
-                self.reconcile(&name, &previous).await
+                self.reconcile(&name, &previous, &mut control).await
             };
             table.models.insert(name, entry);
         }
@@ -126,6 +152,14 @@ impl Repository {
             }
         }
         self.registry.publish(table);
+        // What this server decided by itself (a new version put in
+        // service, a shadow-first candidate) goes to the rollout files.
+        let published = self.registry.snapshot();
+        for (name, entry) in &published.models {
+            if !control.unloaded.contains(name) {
+                let _ = self.persist_rollout(name, entry, &mut control, false);
+            }
+        }
     }
 
     /// Loads (or reloads) a model now, including one that was unloaded.
@@ -139,13 +173,14 @@ impl Repository {
         control.unloaded.remove(name);
         let current = self.registry.snapshot();
         let previous = current.models.get(name).cloned().unwrap_or_default();
-        let entry = self.reconcile(name, &previous).await;
+        let entry = self.reconcile(name, &previous, &mut control).await;
         let ready = entry.serving().is_some();
         let reasons: Vec<String> = entry
             .versions
             .iter()
             .filter_map(|(v, s)| s.problem().map(|p| format!("version {v}: {p}")))
             .collect();
+        let _ = self.persist_rollout(name, &entry, &mut control, false);
         self.registry.publish_entry(&current, name, entry);
         if ready {
             Ok(())
@@ -182,6 +217,8 @@ impl Repository {
             );
         }
         control.unloaded.insert(name.to_string());
+        // The file stays as it is; loaded again, the model applies it anew.
+        control.rollout_seen.remove(name);
         self.registry.publish_entry(&current, name, unloaded);
         tracing::info!(model = %name, "model unloaded");
         Ok(())
@@ -189,5 +226,60 @@ impl Repository {
 
     fn model_dir(&self, name: &str) -> Result<PathBuf, Error> {
         scan::model_dir(&self.root, name)
+    }
+
+    /// Writes the model's rollout state to its `rollout.toml` when it
+    /// differs from what this server last read or wrote there. Returns the
+    /// generation written (`None`: nothing to write), or why it could not
+    /// be written: the change holds in this server until it restarts.
+    ///
+    /// `asked`: a person (or a client) asked for the change; it is written
+    /// whatever the file says (the last writer wins). Otherwise the change
+    /// is this server's own decision, and a file that says something this
+    /// server has not applied yet (a replica's write, a hand edit whose
+    /// version is still loading here) is left alone.
+    fn persist_rollout(
+        &self,
+        name: &str,
+        entry: &ModelEntry,
+        control: &mut Control,
+        asked: bool,
+    ) -> Result<Option<u64>, String> {
+        let now = rollout_file::RolloutState::of(entry);
+        let seen = control.rollout_seen.get(name);
+        if seen.map(|s| &s.state) == Some(&now)
+            || (seen.is_none() && now == rollout_file::RolloutState::default())
+        {
+            return Ok(None);
+        }
+        let dir = self.model_dir(name).map_err(|e| e.to_string())?;
+        let on_disk = rollout_file::read(&dir).ok().flatten();
+        let unapplied = on_disk
+            .as_ref()
+            .is_some_and(|f| seen.map(|s| &s.digest) != Some(&f.digest));
+        if unapplied && !asked {
+            return Ok(None);
+        }
+        // One past the highest generation seen, on disk or here.
+        let generation = on_disk
+            .map_or(0, |f| f.generation)
+            .max(seen.map_or(0, |s| s.generation))
+            + 1;
+        match rollout_file::write(&dir, &now, generation) {
+            Ok(written) => {
+                tracing::info!(model = %name, generation, primary = ?now.primary, shadow = ?now.shadow.as_ref().map(|s| s.spec.target.key()), "rollout.toml written");
+                control.rollout_seen.insert(name.to_string(), written);
+                control.rollout_problem(name, None);
+                Ok(Some(generation))
+            }
+            Err(e) => {
+                let problem = format!(
+                    "cannot write {}: {e}; the change holds in this server until it restarts",
+                    dir.join(rollout_file::FILE_NAME).display()
+                );
+                control.rollout_problem(name, Some(problem.clone()));
+                Err(problem)
+            }
+        }
     }
 }

@@ -7,14 +7,20 @@ use std::sync::Arc;
 
 use super::config::ModelConfig;
 use super::load::LoadError;
+use super::rollout_file::{self, OnDisk, RolloutState};
 use super::select::Selection;
-use super::{scan, Repository};
+use super::{scan, Control, Repository};
 use crate::model::{ModelEntry, VersionSlot, VersionState};
 use crate::rollout::shadow::{Shadow, Spec, Target};
 use crate::rollout::{Decision, Found};
 
 impl Repository {
-    pub(super) async fn reconcile(&self, name: &str, previous: &ModelEntry) -> ModelEntry {
+    pub(super) async fn reconcile(
+        &self,
+        name: &str,
+        previous: &ModelEntry,
+        control: &mut Control,
+    ) -> ModelEntry {
         let dir = match self.model_dir(name) {
             Ok(dir) => dir,
             Err(e) => return failed_entry(previous, &e.to_string()),
@@ -37,6 +43,20 @@ impl Repository {
         // The shadow of config.toml is applied again only when it changes,
         // so that the API's changes stand until then.
         let apply_shadow = wanted_shadow != previous.config_shadow;
+        // rollout.toml, when it says something this server has not applied
+        // (at start-up, after another replica's write, after a hand edit).
+        let rollout = match rollout_file::read(&dir) {
+            Ok(file) => {
+                control.rollout_problem(name, None);
+                file.filter(|f| {
+                    control.rollout_seen.get(name).map(|s| &s.digest) != Some(&f.digest)
+                })
+            }
+            Err(problem) => {
+                control.rollout_problem(name, Some(format!("{problem}; keeping what serves")));
+                None
+            }
+        };
         let mut entry = ModelEntry {
             primary: previous.primary,
             history: previous.history.clone(),
@@ -58,6 +78,25 @@ impl Repository {
         {
             entry.pinned.insert(*v);
         }
+        // The file's shadow version loads whatever the policy says, as an
+        // API shadow does; its primary and rollback target stay loaded.
+        let file_keeps: Vec<u64> = rollout
+            .as_ref()
+            .map(|f| {
+                f.state
+                    .primary
+                    .into_iter()
+                    .chain(f.state.history.last().copied())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(Target::Version(v)) = rollout
+            .as_ref()
+            .and_then(|f| f.state.shadow.as_ref())
+            .map(|s| &s.spec.target)
+        {
+            entry.pinned.insert(*v);
+        }
         // Pinned versions (shadow targets) load whatever the policy says,
         // after the policy's own; the version serving and the one a
         // rollback would return to stay loaded while on disk.
@@ -65,12 +104,13 @@ impl Repository {
         let selection = Selection::new(
             &config.version_policy,
             &on_disk,
-            previous.pinned.iter().copied().chain(config_pin),
+            entry.pinned.iter().copied().chain(config_pin),
             previous
                 .serving()
                 .map(|v| v.version)
                 .into_iter()
-                .chain(previous.history.last().copied()),
+                .chain(previous.history.last().copied())
+                .chain(file_keeps),
         );
         let serving_before = previous.serving().cloned();
         // The gate compares a new version with the one serving now.
@@ -110,7 +150,66 @@ impl Repository {
             self.apply_config_shadow(name, &mut entry, wanted_shadow);
         }
         self.roll_out(name, &config, previous, &mut entry);
+        // Last, so that what the file says wins over this server's own
+        // decision of this poll (every replica decides the same from the
+        // same disk; the file carries what one of them, or a person, chose).
+        if let Some(file) = rollout {
+            if self.apply_rollout(name, &config, &file, &mut entry) {
+                control.rollout_seen.insert(name.to_string(), file);
+            }
+        }
         entry
+    }
+
+    /// Makes `entry` say what `file` says. Returns false, leaving the
+    /// primary as it was, when a version the file names is not ready here
+    /// (still loading, refused, not on disk): the file is tried again at
+    /// the next poll.
+    fn apply_rollout(
+        &self,
+        name: &str,
+        config: &ModelConfig,
+        file: &OnDisk,
+        entry: &mut ModelEntry,
+    ) -> bool {
+        let state = &file.state;
+        let not_ready = |what: &str, v: u64| {
+            tracing::warn!(model = %name, version = v, generation = file.generation,
+                "rollout.toml names version {v} as the {what}, which is not ready here; trying again at the next poll");
+            false
+        };
+        if let Some(p) = state.primary {
+            if entry.ready(p).is_none() {
+                return not_ready("primary", p);
+            }
+        }
+        let wanted_shadow = state.shadow.as_ref();
+        if let Some(Target::Version(v)) = wanted_shadow.map(|s| &s.spec.target) {
+            if entry.ready(*v).is_none() {
+                return not_ready("shadow", *v);
+            }
+        }
+        entry.primary = state.primary;
+        entry.history = state.history.clone();
+        // A shadow already running as the file says keeps its tallies.
+        if RolloutState::of(entry).shadow.as_ref() != wanted_shadow {
+            let window = entry
+                .serving()
+                .and_then(|v| v.record.windows.as_ref())
+                .map_or(self.defaults.window.length, |w| w.config().length);
+            entry.shadow = wanted_shadow.map(|s| {
+                let promotion = s.candidate.then(|| config.promotion.clone());
+                Arc::new(Shadow::with_promotion(
+                    name,
+                    s.spec.clone(),
+                    promotion,
+                    window,
+                ))
+            });
+        }
+        tracing::info!(model = %name, generation = file.generation, primary = ?state.primary,
+            shadow = ?wanted_shadow.map(|s| s.spec.target.key()), "rollout.toml applied");
+        true
     }
 
     /// The model's feedback index: the one it had, with the bounds of

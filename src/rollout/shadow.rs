@@ -211,6 +211,20 @@ impl Shadow {
         }
     }
 
+    /// A shadow with `spec` that is a `shadow-first` candidate when
+    /// `promotion` is given (as read back from `rollout.toml`).
+    pub fn with_promotion(
+        model: &str,
+        spec: Spec,
+        promotion: Option<Promotion>,
+        window: Duration,
+    ) -> Shadow {
+        Shadow {
+            promotion,
+            ..Shadow::new(model, spec, window)
+        }
+    }
+
     /// Whether the candidate may be promoted, and if not, why not.
     /// `live`: both versions' accuracy on the labelled mirrored requests.
     fn verdict(&self, t: &Tally, live: Option<&PairAccuracy>) -> Option<Result<(), String>> {

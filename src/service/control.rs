@@ -23,6 +23,40 @@ pub struct Primary {
     pub model: String,
     pub primary: String,
     pub previous: String,
+    /// Whether the change reached the model's `rollout.toml`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_file: Option<RolloutFile>,
+}
+
+/// What a rollout change did to the model's `rollout.toml`, where every
+/// replica (and this server after a restart) reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutFile {
+    /// Written, with this generation.
+    Generation(u64),
+    /// Not written: the change holds in this server until it restarts.
+    Error(String),
+}
+
+impl RolloutFile {
+    /// `None`: the file already said so.
+    fn of(persisted: Result<Option<u64>, String>) -> Option<RolloutFile> {
+        match persisted {
+            Ok(generation) => generation.map(RolloutFile::Generation),
+            Err(why) => Some(RolloutFile::Error(why)),
+        }
+    }
+}
+
+/// A shadow's report, and what starting or stopping it did to the
+/// model's `rollout.toml`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShadowChange {
+    #[serde(flatten)]
+    pub report: ShadowReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_file: Option<RolloutFile>,
 }
 
 /// What a compare request runs on: the primary, and the candidate.
@@ -47,26 +81,30 @@ impl Service {
             Error::BadRequest(format!("promote needs a JSON body {{\"version\": V}}: {e}"))
         })?;
         let version = version_field(&v)?;
-        let (now, before) = self.repository.promote(model, version).await?;
+        let changed = self.repository.promote(model, version).await?;
+        let (now, before) = changed.value;
         Ok(Primary {
             model: model.to_string(),
             primary: now.to_string(),
             previous: before.to_string(),
+            rollout_file: RolloutFile::of(changed.persisted),
         })
     }
 
     /// Back to the previous primary.
     pub async fn rollback(&self, model: &str) -> Result<Primary, Error> {
-        let (from, to) = self.repository.rollback(model).await?;
+        let changed = self.repository.rollback(model).await?;
+        let (from, to) = changed.value;
         Ok(Primary {
             model: model.to_string(),
             primary: to.to_string(),
             previous: from.to_string(),
+            rollout_file: RolloutFile::of(changed.persisted),
         })
     }
 
     /// The model's shadow and its comparisons so far.
-    pub fn shadow_report(&self, model: &str) -> Result<ShadowReport, Error> {
+    pub fn shadow_report(&self, model: &str) -> Result<ShadowChange, Error> {
         let table = self.repository.registry.snapshot();
         let entry = table.entry(model)?;
         let shadow = entry
@@ -78,19 +116,30 @@ impl Service {
             .as_ref()
             .zip(entry.serving())
             .and_then(|(f, v)| f.pair(v.version, &shadow.spec.target.key()));
-        Ok(shadow.report(live))
+        Ok(ShadowChange {
+            report: shadow.report(live),
+            rollout_file: None,
+        })
     }
 
     /// Starts a shadow: `{"version": V}` or `{"model": M}`, with
     /// `"sample_rate"` and `"max_inflight"` optional.
-    pub async fn start_shadow(&self, model: &str, body: &[u8]) -> Result<ShadowReport, Error> {
+    pub async fn start_shadow(&self, model: &str, body: &[u8]) -> Result<ShadowChange, Error> {
         let spec = shadow_spec(body)?;
-        Ok(self.repository.set_shadow(model, spec).await?.report(None))
+        let changed = self.repository.set_shadow(model, spec).await?;
+        Ok(ShadowChange {
+            report: changed.value.report(None),
+            rollout_file: RolloutFile::of(changed.persisted),
+        })
     }
 
     /// Stops the shadow; its final report.
-    pub async fn stop_shadow(&self, model: &str) -> Result<ShadowReport, Error> {
-        self.repository.clear_shadow(model).await
+    pub async fn stop_shadow(&self, model: &str) -> Result<ShadowChange, Error> {
+        let changed = self.repository.clear_shadow(model).await?;
+        Ok(ShadowChange {
+            report: changed.value,
+            rollout_file: RolloutFile::of(changed.persisted),
+        })
     }
 
     /// What `compare` would run on: the primary, and `candidate` (a version

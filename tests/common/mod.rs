@@ -72,21 +72,26 @@ pub fn repo_with(models: &[&str]) -> tempfile::TempDir {
 pub struct TestServer {
     pub http: SocketAddr,
     pub grpc: SocketAddr,
-    pub repo: tempfile::TempDir,
+    /// Shared by servers started on the same repository (replicas).
+    pub repo: std::sync::Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<anyhow::Result<()>>>,
     pub client: reqwest::Client,
 }
 
 impl TestServer {
-    pub async fn start(repo: tempfile::TempDir, poll: Option<Duration>) -> TestServer {
+    pub async fn start(
+        repo: impl Into<std::sync::Arc<tempfile::TempDir>>,
+        poll: Option<Duration>,
+    ) -> TestServer {
         Self::start_with(repo, |c| c.poll_interval = poll).await
     }
 
     pub async fn start_with(
-        repo: tempfile::TempDir,
+        repo: impl Into<std::sync::Arc<tempfile::TempDir>>,
         tweak: impl FnOnce(&mut infergate::Config),
     ) -> TestServer {
+        let repo = repo.into();
         let mut config = infergate::Config::new(repo.path(), ort_lib());
         tweak(&mut config);
         let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
