@@ -113,6 +113,10 @@ pub const LOG_RECORDS: &str = "infergate_log_records_total";
 pub const LOG_DROPPED: &str = "infergate_log_dropped_total";
 pub const LOG_ERRORS: &str = "infergate_log_errors_total";
 pub const LOG_FILES: &str = "infergate_log_files_total";
+pub const MODEL_LOAD_FAILURES: &str = "infergate_model_load_failures_total";
+pub const MODEL_VERSIONS: &str = "infergate_model_versions";
+pub const MODEL_PRIMARY: &str = "infergate_model_primary";
+pub const ROLLOUT_GENERATION: &str = "infergate_rollout_generation";
 
 /// Rows per model run.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -322,9 +326,52 @@ fn describe() {
         LOG_FILES,
         "Prediction log files closed and renamed into place."
     );
+    describe_counter!(
+        MODEL_LOAD_FAILURES,
+        "Versions that failed to load (reason=load) or were refused by the deployment gate (reason=gate)."
+    );
+    describe_gauge!(
+        MODEL_VERSIONS,
+        "Versions of a model on this server, by state (READY; UNAVAILABLE: did not load; FAILED: refused by the gate; UNLOADED: through the API)."
+    );
+    describe_gauge!(
+        MODEL_PRIMARY,
+        "The version requests without a version go to (0: none ready; replicas should agree)."
+    );
+    describe_gauge!(
+        ROLLOUT_GENERATION,
+        "The generation of the model's rollout.toml this server last applied or wrote (0: none)."
+    );
     PROCESS
         .get_or_init(metrics_process::Collector::default)
         .describe();
+}
+
+/// A version failed to load, or the deployment gate refused it.
+pub fn load_failed(model: &str, refused_by_gate: bool) {
+    let reason = if refused_by_gate { "gate" } else { "load" };
+    metrics::counter!(MODEL_LOAD_FAILURES, "model" => model.to_string(), "reason" => reason)
+        .increment(1);
+}
+
+/// What a model's entry holds now, as this server sees it: versions by
+/// state, the primary, the rollout file's generation.
+pub fn rollout_state(
+    model: &str,
+    versions: [(&'static str, usize); 4],
+    primary: Option<u64>,
+    generation: u64,
+) {
+    for (state, n) in versions {
+        metrics::gauge!(MODEL_VERSIONS, "model" => model.to_string(), "state" => state)
+            .set(n as f64);
+    }
+    let primary_gauge = metrics::gauge!(MODEL_PRIMARY, "model" => model.to_string());
+    match primary {
+        Some(v) => primary_gauge.set(v as f64),
+        None => primary_gauge.set(0.0),
+    }
+    metrics::gauge!(ROLLOUT_GENERATION, "model" => model.to_string()).set(generation as f64);
 }
 
 pub struct InflightGuard<'a>(&'a metrics::Gauge);

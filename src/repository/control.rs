@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{check_name, scan, Repository};
+use super::{check_name, observe, scan, Repository};
 use crate::error::Error;
 use crate::model::{ModelEntry, ModelVersion, VersionSlot, VersionState};
 use crate::rollout::shadow::{Shadow, ShadowReport, Spec, Target};
@@ -71,6 +71,7 @@ impl Repository {
         }
         entry.pinned.remove(&version);
         let persisted = self.persist_rollout(name, &entry, &mut control, true);
+        observe(name, &entry, &control);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, version, previous = ?before, "promoted");
         Ok(Changed {
@@ -104,6 +105,7 @@ impl Repository {
         };
         entry.primary = Some(to);
         let persisted = self.persist_rollout(name, &entry, &mut control, true);
+        observe(name, &entry, &control);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, from, to, "rolled back");
         Ok(Changed {
@@ -162,6 +164,7 @@ impl Repository {
         let shadow = Arc::new(Shadow::new(name, spec, window));
         entry.shadow = Some(shadow.clone());
         let persisted = self.persist_rollout(name, &entry, &mut control, true);
+        observe(name, &entry, &control);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, target = ?shadow.spec.target, rate = shadow.spec.sample_rate, "shadow on");
         Ok(Changed {
@@ -228,6 +231,7 @@ impl Repository {
             .zip(entry.serving())
             .and_then(|(f, v)| f.pair(v.version, &shadow.spec.target.key()));
         let persisted = self.persist_rollout(name, &entry, &mut control, true);
+        observe(name, &entry, &control);
         self.registry.publish_entry(&current, name, entry);
         tracing::info!(model = %name, "shadow off");
         Ok(Changed {

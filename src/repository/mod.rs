@@ -96,6 +96,37 @@ impl Control {
     }
 }
 
+/// The model's versions by state, its primary and its rollout file's
+/// generation, as gauges: what lets alerts see a version that did not load
+/// and replicas that disagree.
+fn observe(name: &str, entry: &ModelEntry, control: &Control) {
+    // Versions unloaded through the API are UNLOADED here: a choice, not a
+    // failure to alert on.
+    let unloaded = control.unloaded.contains(name);
+    let mut by_state = [
+        ("READY", 0),
+        ("UNAVAILABLE", 0),
+        ("FAILED", 0),
+        ("UNLOADED", 0),
+    ];
+    for slot in entry.versions.values() {
+        let k = match slot.state {
+            _ if unloaded => 3,
+            VersionState::Ready(_) => 0,
+            VersionState::Unavailable(_) => 1,
+            VersionState::Failed(_) => 2,
+        };
+        by_state[k].1 += 1;
+    }
+    let generation = control.rollout_seen.get(name).map_or(0, |f| f.generation);
+    crate::monitor::rollout_state(
+        name,
+        by_state,
+        entry.serving().map(|v| v.version),
+        generation,
+    );
+}
+
 impl Repository {
     pub fn new(root: PathBuf, defaults: Defaults) -> Repository {
         Repository {
@@ -159,6 +190,7 @@ impl Repository {
             if !control.unloaded.contains(name) {
                 let _ = self.persist_rollout(name, entry, &mut control, false);
             }
+            observe(name, entry, &control);
         }
     }
 
@@ -181,6 +213,7 @@ impl Repository {
             .filter_map(|(v, s)| s.problem().map(|p| format!("version {v}: {p}")))
             .collect();
         let _ = self.persist_rollout(name, &entry, &mut control, false);
+        observe(name, &entry, &control);
         self.registry.publish_entry(&current, name, entry);
         if ready {
             Ok(())
@@ -219,6 +252,7 @@ impl Repository {
         control.unloaded.insert(name.to_string());
         // The file stays as it is; loaded again, the model applies it anew.
         control.rollout_seen.remove(name);
+        observe(name, &unloaded, &control);
         self.registry.publish_entry(&current, name, unloaded);
         tracing::info!(model = %name, "model unloaded");
         Ok(())

@@ -364,16 +364,19 @@ fn slot_after(
             }),
         ) => {
             let reason = e.to_string();
+            crate::monitor::load_failed(name, e.refused_by_gate());
             tracing::warn!(model = %name, version, %reason, "reload failed; the loaded copy keeps serving");
             slot(VersionState::Ready(v.clone()), Some(reason))
         }
         (Err(e), _) if e.refused_by_gate() => {
             let reason = e.to_string();
+            crate::monitor::load_failed(name, true);
             tracing::warn!(model = %name, version, %reason, "version refused by the deployment gate");
             slot(VersionState::Failed(reason), None)
         }
         (Err(e), _) => {
             let reason = e.to_string();
+            crate::monitor::load_failed(name, false);
             tracing::warn!(model = %name, version, %reason, "version failed to load");
             slot(VersionState::Unavailable(reason), None)
         }
