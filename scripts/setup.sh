@@ -7,8 +7,8 @@
 #     (tritonclient, pytest), and Prometheus from Debian's `prometheus`
 #     package, unpacked into .prometheus/ (dpkg-deb -x: nothing installed
 #     system-wide, no service started) for the scrape test, and Debian's
-#     chromium and chromium-driver (apt-get: root or sudo) for the page's
-#     browser tests;
+#     chromium and chromium-driver, docker.io and haproxy (apt-get: root or
+#     sudo) for the page's browser tests and the Swarm test;
 #   - with --fuzz: cargo-fuzz, pinned, in .tools/ (make fuzz, make fuzz-smoke);
 #   - with --torch: a CPU-only libtorch in .libtorch/ (the `torch` feature).
 # Idempotent: what is already in place is kept.
@@ -58,18 +58,26 @@ if [ "${1:-}" = "--test" ] || [ "${2:-}" = "--test" ]; then
         rm -rf "$deb"
     fi
     echo "setup: Prometheus at $PROMETHEUS ($("$PROMETHEUS" --version 2>&1 | head -1))"
-    # The page's browser tests (tests/python/test_ui.py) drive Debian's
-    # Chromium through its ChromeDriver: system packages, hence root or sudo.
-    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-        echo "setup: installing Debian's chromium and chromium-driver"
+    # System packages from Debian (root or sudo): Chromium and its
+    # ChromeDriver for the page's browser tests (tests/python/test_ui.py);
+    # Docker Engine and haproxy for the Swarm test (tests/python/test_swarm.py,
+    # which starts and ends its own daemon: none is left running here).
+    missing=()
+    for need in /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver \
+        /usr/sbin/dockerd:docker.io /usr/sbin/haproxy:haproxy; do
+        [ -x "${need%%:*}" ] || missing+=("${need##*:}")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "setup: installing Debian's ${missing[*]}"
         SUDO=""
         [ "$(id -u)" -eq 0 ] || SUDO=sudo
-        if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; then
+        if ! $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; then
             $SUDO apt-get update -qq
-            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
         fi
     fi
     echo "setup: $(/usr/bin/chromium --version 2>/dev/null | head -1) with $(/usr/bin/chromedriver --version | cut -d' ' -f1-2)"
+    echo "setup: $(/usr/sbin/dockerd --version), $(/usr/sbin/haproxy -v | head -1 | cut -d' ' -f1-3)"
 fi
 if [ "${1:-}" = "--fuzz" ] || [ "${2:-}" = "--fuzz" ]; then
     # cargo-fuzz, pinned, into .tools/ (not ~/.cargo): `make fuzz-smoke`

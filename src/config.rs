@@ -27,6 +27,27 @@ pub enum Command {
     /// request row, with the features as the model saw them, what it
     /// predicted, the label, the version and the time.
     Export(ExportArgs),
+    /// Exit 0 when the server on this machine is ready (GET
+    /// /v2/health/ready answers 200), 1 otherwise: the container image's
+    /// health check. Reads the same host/port flags and environment as
+    /// `serve`.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The address the server listens on (0.0.0.0: probed on loopback).
+    #[arg(long, env = "INFERGATE_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// The server's HTTP port.
+    #[arg(long, env = "INFERGATE_HTTP_PORT", default_value_t = 8000)]
+    pub http_port: u16,
+    /// What to ask.
+    #[arg(long, default_value = "/v2/health/ready")]
+    pub path: String,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -109,6 +109,12 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
 
+    /// Asked for a model before the repository was first read: it may be
+    /// on its way (a balancer may send a request to a replica that
+    /// listens but has not loaded yet).
+    #[error("the server is starting: model '{0}' is not loaded yet")]
+    Starting(String),
+
     /// A control request that cannot be done in the current state.
     #[error("{0}")]
     Conflict(String),
@@ -191,7 +197,7 @@ impl Error {
     /// Seconds a client should wait before retrying, for refusals that a
     /// retry later can cure (overload); `None` for the others.
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self, Error::Overloaded { .. }).then_some(RETRY_AFTER_SECONDS)
+        matches!(self, Error::Overloaded { .. } | Error::Starting(_)).then_some(RETRY_AFTER_SECONDS)
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -212,7 +218,8 @@ impl Error {
             Error::VersionUnavailable { .. }
             | Error::ModelUnavailable(_)
             | Error::Overloaded { .. }
-            | Error::ShuttingDown => ErrorKind::Unavailable,
+            | Error::ShuttingDown
+            | Error::Starting(_) => ErrorKind::Unavailable,
             Error::Inference { .. } => ErrorKind::Internal,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unauthorized => ErrorKind::Unauthenticated,

@@ -28,6 +28,7 @@ pub mod listen;
 pub mod model;
 pub mod monitor;
 pub mod predlog;
+pub mod probe;
 pub mod repository;
 pub mod rollout;
 pub mod schema;

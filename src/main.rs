@@ -25,12 +25,24 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             return Ok(());
         }
+        Command::Probe(args) => {
+            if let Err(why) =
+                infergate::probe::probe(args.host, args.http_port, &args.path, args.timeout)
+            {
+                eprintln!("not ready: {why}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
     };
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, not in a container's log.
+    use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     if args.log_format == "json" {
         logs.json().init();
     } else {

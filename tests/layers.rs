@@ -71,6 +71,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("service::validate", 5),
     ("http", 6),
     ("listen", 6),
+    ("probe", 6),
     ("tls", 6),
     ("http::body", 6),
     ("http::codec", 6),

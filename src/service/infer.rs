@@ -107,7 +107,8 @@ impl Service {
         let route = self
             .repository
             .registry
-            .route(&request.model, request.version.as_deref())?;
+            .route(&request.model, request.version.as_deref())
+            .map_err(|e| self.not_found_yet(e))?;
         let model = route.version;
         // Every answer carries an id, so that its label can be sent later.
         if request.id.as_deref().is_none_or(str::is_empty) {

@@ -75,6 +75,8 @@ pub struct Service {
     /// False until the first repository scan has finished, and again once
     /// shutdown begins, so load balancers stop sending work.
     ready: AtomicBool,
+    /// Set once the first repository scan has finished, never unset.
+    started: AtomicBool,
     options: Options,
     /// `infergate_http_requests_in_flight`, resolved once: the HTTP adapter
     /// moves it twice a request.
@@ -86,6 +88,7 @@ impl Service {
         Service {
             repository,
             ready: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             options,
             http_in_flight: metrics::gauge!(crate::monitor::HTTP_INFLIGHT),
         }
@@ -96,6 +99,9 @@ impl Service {
     }
 
     pub fn set_ready(&self, ready: bool) {
+        if ready {
+            self.started.store(true, Ordering::Release);
+        }
         self.ready.store(ready, Ordering::Release);
     }
 
@@ -124,7 +130,23 @@ impl Service {
 
     /// The version a request addresses: the one named, or the one serving.
     pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, Error> {
-        self.repository.registry.resolve(model, version)
+        self.repository
+            .registry
+            .resolve(model, version)
+            .map_err(|e| self.not_found_yet(e))
+    }
+
+    /// Before the repository was first read, "no such model" is not known
+    /// yet: 503 (retry), not 404.
+    fn not_found_yet(&self, e: Error) -> Error {
+        match e {
+            Error::ModelNotFound(m) | Error::VersionNotFound { model: m, .. }
+                if !self.started.load(Ordering::Acquire) =>
+            {
+                Error::Starting(m)
+            }
+            e => e,
+        }
     }
 
     /// Ready versions of a model, ascending, as the protocol spells them.
@@ -307,5 +329,42 @@ mod token_tests {
         ] {
             assert!(!token_matches(other, token), "{other:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod starting {
+    use super::*;
+    use crate::repository::Defaults;
+
+    #[test]
+    fn an_unknown_model_is_503_until_the_repository_was_first_read_then_404() {
+        let dir = std::env::temp_dir();
+        let repository = Arc::new(Repository::new(
+            dir,
+            Defaults {
+                queue_capacity: 8,
+                max_queue_wait: None,
+                intra_op_threads: 1,
+                window: Default::default(),
+                device: Default::default(),
+                prediction_log_dir: "predictions".into(),
+            },
+        ));
+        let service = Service::new(repository, Options::default());
+        let err = service.resolve("digits", None).err().unwrap();
+        assert!(
+            matches!(err, Error::Starting(ref m) if m == "digits"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::error::ErrorKind::Unavailable);
+        assert_eq!(err.retry_after(), Some(crate::error::RETRY_AFTER_SECONDS));
+        service.set_ready(true);
+        let err = service.resolve("digits", None).err().unwrap();
+        assert!(matches!(err, Error::ModelNotFound(_)), "{err}");
+        // Shutting down is not starting: unknown stays unknown.
+        service.set_ready(false);
+        let err = service.resolve("digits", Some("1")).err().unwrap();
+        assert_eq!(err.kind(), crate::error::ErrorKind::NotFound, "{err}");
     }
 }
