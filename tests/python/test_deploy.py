@@ -191,3 +191,67 @@ def test_rollout_gauges_follow_the_model_table(served):
     assert answer["rollout_file"]["generation"] > before
     _post(base, "/v2/models/digits/rollback", {})
     wait_value('infergate_model_primary{model="digits"}', 2)
+
+
+KUBE_VERSION = "1.32.0"
+
+
+def _kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess:
+    tool = REPO_ROOT / ".venv/bin/kubernetes-validate"
+    return subprocess.run([str(tool), "--strict", "-k", KUBE_VERSION, *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_kubernetes_manifests_pass_strict_schema_validation(tmp_path):
+    manifests = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
+    kinds = {yaml_kind(p) for p in manifests}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds, kinds
+    done = _kubernetes_validate(*manifests)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("passed for resource") == len(manifests), done.stdout
+    # Strict means strict: a misspelt field fails.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((DEPLOY / "kubernetes/deployment.yaml").read_text().replace("  replicas: 3", "  replicass: 3"))
+    done = _kubernetes_validate(bad)
+    assert done.returncode != 0 and "replicass" in done.stdout, done.stdout
+
+
+def yaml_kind(path: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["kind"]
+
+
+def test_kserve_manifests_use_the_runtime_kserve_expects(tmp_path):
+    """KServe's kinds have no schema in kubernetes-validate (they are custom
+    resources): their container is checked as a Kubernetes container (in a
+    Pod, strictly), the rest against what KServe documents for a v2 runtime."""
+    import yaml
+
+    runtime = yaml.safe_load((DEPLOY / "kserve/servingruntime.yaml").read_text())
+    service = yaml.safe_load((DEPLOY / "kserve/inferenceservice.yaml").read_text())
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1" and runtime["kind"] == "ServingRuntime"
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1" and service["kind"] == "InferenceService"
+    spec = runtime["spec"]
+    assert set(spec) <= {"supportedModelFormats", "protocolVersions", "containers", "annotations",
+                         "multiModel", "disabled", "volumes", "nodeSelector", "tolerations"}, spec
+    assert {"v2", "grpc-v2"} <= set(spec["protocolVersions"])
+    assert {"name": "onnx", "version": "1", "autoSelect": True, "priority": 2} in spec["supportedModelFormats"]
+    (container,) = spec["containers"]
+    assert container["name"] == "kserve-container"
+    args = container["args"]
+    for flag in ("--model-repository=/mnt/models", "--http-port=8080", "--grpc-port=8081"):
+        assert flag in args, args
+    # The flags are the server's own: `infergate serve --help` knows them all.
+    helptext = subprocess.run([str(_binary()), "serve", "--help"], capture_output=True, text=True).stdout
+    for flag in args[1:]:
+        assert flag.split("=")[0] in helptext, flag
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] == "onnx" and model["protocolVersion"] == "v2"
+    # The container, strictly, as Kubernetes checks any container.
+    pod = tmp_path / "pod.yaml"
+    pod.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kserve-container"},
+                                   "spec": {"containers": [container]}}))
+    done = _kubernetes_validate(pod)
+    assert done.returncode == 0 and "passed" in done.stdout, done.stdout + done.stderr
