@@ -99,6 +99,8 @@ pub const DRIFT_KS: &str = "infergate_drift_ks";
 pub const DRIFT_PSI_MAX: &str = "infergate_drift_psi_max";
 pub const DRIFT_KS_MAX: &str = "infergate_drift_ks_max";
 pub const DRIFT_DETECTED: &str = "infergate_drift_detected";
+pub const DRIFT_PSI_THRESHOLD: &str = "infergate_drift_psi_threshold";
+pub const DRIFT_KS_THRESHOLD: &str = "infergate_drift_ks_threshold";
 pub const SHADOW_REQUESTS: &str = "infergate_shadow_requests_total";
 pub const SHADOW_AGREEMENT: &str = "infergate_shadow_agreement_ratio";
 pub const SHADOW_MEAN_ABS_DIFF: &str = "infergate_shadow_mean_abs_diff";
@@ -280,6 +282,14 @@ fn describe() {
         "Kolmogorov-Smirnov statistic of a feature against the training baseline (last window)."
     );
     describe_gauge!(DRIFT_PSI_MAX, "Largest feature PSI of the last window.");
+    describe_gauge!(
+        DRIFT_PSI_THRESHOLD,
+        "The PSI above which a feature counts as drifted ([drift] psi_threshold)."
+    );
+    describe_gauge!(
+        DRIFT_KS_THRESHOLD,
+        "The KS statistic above which a feature counts as drifted ([drift] ks_threshold)."
+    );
     describe_gauge!(
         DRIFT_KS_MAX,
         "Largest feature KS statistic of the last window."

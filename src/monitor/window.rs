@@ -95,5 +95,8 @@ pub fn publish_window(model: &str, version: u64, r: &crate::window::WindowReport
             gauge(DRIFT_KS_MAX).set(k);
         }
         gauge(DRIFT_DETECTED).set(if d.drifted { 1.0 } else { 0.0 });
+        // The model's own thresholds, beside its scores (dashboards draw them).
+        gauge(DRIFT_PSI_THRESHOLD).set(d.psi_threshold);
+        gauge(DRIFT_KS_THRESHOLD).set(d.ks_threshold);
     }
 }
