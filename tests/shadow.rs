@@ -130,8 +130,16 @@ async fn shadow_comparison_equals_running_both_versions() {
     let again = settled(&server).await;
     assert_eq!(again["cumulative"]["compared"], 37, "{again}");
 
-    // Promote without a version: the shadow's version serves, the shadow stops.
-    let (status, v) = server.post("/v2/models/digits/promote", &json!({})).await;
+    // Promote without a version (here: without a body at all): the
+    // shadow's version serves, the shadow stops.
+    let r = server
+        .client
+        .post(server.url("/v2/models/digits/promote"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
     assert_eq!((status, v["primary"].clone()), (200, json!("1")), "{v}");
     assert_eq!(server.get("/v2/models/digits/shadow").await.0, 409);
     let (_, v) = server

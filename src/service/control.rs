@@ -75,11 +75,15 @@ pub struct Comparison {
 
 impl Service {
     /// `{"version": V}` (a number or its string) becomes the primary; no
-    /// version: the shadow's.
+    /// version (`{}`, or no body at all): the shadow's.
     pub async fn promote(&self, model: &str, body: &[u8]) -> Result<Primary, Error> {
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            Error::BadRequest(format!("promote needs a JSON body {{\"version\": V}}: {e}"))
-        })?;
+        let v: Value = if body.trim_ascii().is_empty() {
+            Value::Object(Default::default())
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                Error::BadRequest(format!("promote needs a JSON body {{\"version\": V}}: {e}"))
+            })?
+        };
         let version = version_field(&v)?;
         let changed = self.repository.promote(model, version).await?;
         let (now, before) = changed.value;
