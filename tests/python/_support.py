@@ -143,3 +143,50 @@ def header(headers: dict, name: str):
 
 def json_body(body: bytes):
     return json.loads(body.decode("utf-8"))
+
+
+def wait_for(what: str, predicate, timeout: float = 30, every: float = 0.2):
+    """Calls `predicate` until it returns something true, and returns that;
+    an exception counts as "not yet" (a page re-rendering, a server still
+    starting). After `timeout` seconds the test fails, naming `what` and the
+    last answer."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - not there yet
+            last = e
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
+
+
+def start_server(repository, log_path, *flags: str, ready_timeout: float = 60):
+    """An infergate process of its own on free loopback ports, serving
+    `repository` with `flags` added, once it is ready: (process, base URL,
+    metrics port). The caller stops it (conftest._stop)."""
+    import os
+    import subprocess
+
+    from conftest import ORT_DEFAULT, _binary, _free_ports, _http_status
+
+    http, grpc, metrics = _free_ports(3)
+    env = dict(os.environ, ORT_DYLIB_PATH=str(ORT_DEFAULT))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(_binary()), "serve", "--model-repository", str(repository), "--host", "127.0.0.1",
+             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+             "--poll-interval", "0s", *flags],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{http}"
+
+    def ready():
+        assert process.poll() is None, f"infergate exited early:\n{open(log_path).read()[-3000:]}"
+        return _http_status(base + "/v2/health/ready") == 200
+
+    wait_for("infergate to be ready", ready, ready_timeout, 0.1)
+    return process, base, metrics

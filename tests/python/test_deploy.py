@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ORT_DEFAULT, REPO_ROOT, _binary, _free_ports, _http_status, _stop
+from _support import start_server, wait_for
+from conftest import REPO_ROOT, _binary, _free_ports, _stop
 
 PROMETHEUS_DIR = Path(os.environ.get("PROMETHEUS_DIR", REPO_ROOT / ".prometheus/usr/bin"))
 DEPLOY = REPO_ROOT / "deploy"
@@ -85,19 +86,8 @@ def served(tmp_path_factory):
     config.write_text(config.read_text().replace("max_p99_ms = 50.0", "max_p99_ms = 5000.0"))
     (repo / "digits" / "3").mkdir()
     (repo / "digits" / "3" / "model.onnx").write_text("not a model")
-    http, grpc, metrics, prom = _free_ports(4)
-    env = dict(os.environ, ORT_DYLIB_PATH=str(ORT_DEFAULT))
-    with open(root / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [str(_binary()), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-             "--poll-interval", "0s", "--stats-window", "2s"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{http}"
-    deadline = time.monotonic() + 60
-    while _http_status(base + "/v2/health/ready") != 200:
-        assert server.poll() is None and time.monotonic() < deadline, (root / "server.log").read_text()
-        time.sleep(0.1)
+    server, base, metrics = start_server(repo, root / "server.log", "--stats-window", "2s")
+    (prom,) = _free_ports(1)
     prom_config = root / "prometheus.yml"
     prom_config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
@@ -172,14 +162,7 @@ def test_rollout_gauges_follow_the_model_table(served):
         return float(result[0]["value"][1]) if result else None
 
     def wait_value(promql: str, want: float):
-        deadline = time.monotonic() + 30
-        got = None
-        while time.monotonic() < deadline:
-            got = value(promql)
-            if got == want:
-                return
-            time.sleep(0.5)
-        pytest.fail(f"{promql} = {got}, wanted {want}")
+        wait_for(f"{promql} = {want}", lambda: value(promql) == want, 30, 0.5)
 
     wait_value('infergate_model_versions{model="digits",state="READY"}', 2)
     wait_value('infergate_model_versions{model="digits",state="UNAVAILABLE"}', 1)

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ORT_DEFAULT, REPO_ROOT, _binary, _free_ports
+from _support import wait_for
+from conftest import REPO_ROOT, _binary, _free_ports
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
@@ -58,20 +59,6 @@ def run(*args: str, env: dict | None = None, timeout: float = 180, check: bool =
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done.stdout
-
-
-def wait_for(what: str, predicate, timeout: float = 120, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - not there yet
-            last = e
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}: {last!r}")
 
 
 def get_json(url: str, body: dict | None = None):

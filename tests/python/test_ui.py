@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ORT_DEFAULT, REPO_ROOT, _binary, _free_ports, _http_status, _stop
+from _support import start_server, wait_for
+from conftest import REPO_ROOT, _stop
 
 TOKEN = "ui-test-token"
 IMG_NAME = "<img src=x onerror=window.__pwned=1>"
@@ -35,12 +36,11 @@ SCRIPT_KEY = "<script>window.__pwned=2</script>"
 SHOTS = REPO_ROOT / "target" / "ui-screenshots"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
-WAIT_S = 30
 
 
 class Server:
-    def __init__(self, http: int, proc: subprocess.Popen, log: Path):
-        self.base = f"http://127.0.0.1:{http}"
+    def __init__(self, base: str, proc: subprocess.Popen, log: Path):
+        self.base = base
         self.proc = proc
         self.log = log
 
@@ -84,20 +84,9 @@ def server(tmp_path_factory):
     shutil.copy(REPO_ROOT / "models" / "tiny" / "1" / "model.onnx", repo / "evil" / "1")
     (repo / "evil" / "config.toml").write_text(f'"{SCRIPT_KEY}" = 1\n')
 
-    http, grpc, metrics = _free_ports(3)
-    env = dict(os.environ, ORT_DYLIB_PATH=str(ORT_DEFAULT))
     log = root / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(_binary()), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
-             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-             "--poll-interval", "0s", "--stats-window", "2s", "--control-token", TOKEN],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while _http_status(f"http://127.0.0.1:{http}/v2/health/ready") != 200:
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    yield Server(http, proc, log)
+    proc, base, _ = start_server(repo, log, "--stats-window", "2s", "--control-token", TOKEN)
+    yield Server(base, proc, log)
     problem = _stop(proc)
     assert problem is None, problem + "\n" + log.read_text()[-3000:]
 
@@ -123,20 +112,6 @@ def browser():
     SHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
-
-
-def wait_for(what, predicate, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the page may be re-rendering
-            last = e
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}: {last!r}")
 
 
 def console_errors(driver, allowed: tuple[str, ...] = ()) -> list[str]:
