@@ -75,22 +75,32 @@ struct Control {
     /// or wrote it: a file that differs is applied; a state that differs
     /// is written.
     rollout_seen: HashMap<String, rollout_file::OnDisk>,
-    /// The last problem with a model's `rollout.toml` (unreadable, or not
-    /// writable), logged once until it changes.
-    rollout_problem: HashMap<String, String>,
+    /// The last problem with a model's `rollout.toml`, by model and by what
+    /// went wrong (reading and applying it, or writing it), logged once
+    /// until it changes or goes away.
+    rollout_problem: HashMap<(String, FileUse), String>,
+}
+
+/// What a server does with a rollout file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FileUse {
+    Apply,
+    Write,
 }
 
 impl Control {
-    /// Logs a problem with a model's rollout file once, not at every poll.
-    fn rollout_problem(&mut self, name: &str, problem: Option<String>) {
+    /// Logs a problem with a model's rollout file once, not at every poll;
+    /// `None`: that use of it works (again).
+    fn rollout_problem(&mut self, name: &str, using: FileUse, problem: Option<String>) {
+        let key = (name.to_string(), using);
         match problem {
-            Some(p) if self.rollout_problem.get(name) != Some(&p) => {
+            Some(p) if self.rollout_problem.get(&key) != Some(&p) => {
                 tracing::warn!(model = %name, problem = %p, "rollout.toml");
-                self.rollout_problem.insert(name.to_string(), p);
+                self.rollout_problem.insert(key, p);
             }
             Some(_) => {}
             None => {
-                self.rollout_problem.remove(name);
+                self.rollout_problem.remove(&key);
             }
         }
     }
@@ -303,7 +313,7 @@ impl Repository {
             Ok(written) => {
                 tracing::info!(model = %name, generation, primary = ?now.primary, shadow = ?now.shadow.as_ref().map(|s| s.spec.target.key()), "rollout.toml written");
                 control.rollout_seen.insert(name.to_string(), written);
-                control.rollout_problem(name, None);
+                control.rollout_problem(name, FileUse::Write, None);
                 Ok(Some(generation))
             }
             Err(e) => {
@@ -311,7 +321,7 @@ impl Repository {
                     "cannot write {}: {e}; the change holds in this server until it restarts",
                     dir.join(rollout_file::FILE_NAME).display()
                 );
-                control.rollout_problem(name, Some(problem.clone()));
+                control.rollout_problem(name, FileUse::Write, Some(problem.clone()));
                 Err(problem)
             }
         }

@@ -9,7 +9,7 @@ use super::config::ModelConfig;
 use super::load::LoadError;
 use super::rollout_file::{self, OnDisk, RolloutState};
 use super::select::Selection;
-use super::{scan, Control, Repository};
+use super::{scan, Control, FileUse, Repository};
 use crate::model::{ModelEntry, VersionSlot, VersionState};
 use crate::rollout::shadow::{Shadow, Spec, Target};
 use crate::rollout::{Decision, Found};
@@ -47,13 +47,20 @@ impl Repository {
         // (at start-up, after another replica's write, after a hand edit).
         let rollout = match rollout_file::read(&dir) {
             Ok(file) => {
-                control.rollout_problem(name, None);
-                file.filter(|f| {
+                let changed = file.filter(|f| {
                     control.rollout_seen.get(name).map(|s| &s.digest) != Some(&f.digest)
-                })
+                });
+                if changed.is_none() {
+                    control.rollout_problem(name, FileUse::Apply, None);
+                }
+                changed
             }
             Err(problem) => {
-                control.rollout_problem(name, Some(format!("{problem}; keeping what serves")));
+                control.rollout_problem(
+                    name,
+                    FileUse::Apply,
+                    Some(format!("{problem}; keeping what serves")),
+                );
                 None
             }
         };
@@ -154,29 +161,36 @@ impl Repository {
         // decision of this poll (every replica decides the same from the
         // same disk; the file carries what one of them, or a person, chose).
         if let Some(file) = rollout {
-            if self.apply_rollout(name, &config, &file, &mut entry) {
-                control.rollout_seen.insert(name.to_string(), file);
+            match self.apply_rollout(name, &config, &file, &mut entry) {
+                Ok(()) => {
+                    control.rollout_seen.insert(name.to_string(), file);
+                    control.rollout_problem(name, FileUse::Apply, None);
+                }
+                // Logged once, not at every poll until the version is ready.
+                Err(why) => control.rollout_problem(name, FileUse::Apply, Some(why)),
             }
         }
         entry
     }
 
-    /// Makes `entry` say what `file` says. Returns false, leaving the
-    /// primary as it was, when a version the file names is not ready here
-    /// (still loading, refused, not on disk): the file is tried again at
-    /// the next poll.
+    /// Makes `entry` say what `file` says. Leaves it as it was, and says
+    /// why, when a version the file names is not ready here (still
+    /// loading, refused, not on disk): the file is tried again at the next
+    /// poll.
     fn apply_rollout(
         &self,
         name: &str,
         config: &ModelConfig,
         file: &OnDisk,
         entry: &mut ModelEntry,
-    ) -> bool {
+    ) -> Result<(), String> {
         let state = &file.state;
         let not_ready = |what: &str, v: u64| {
-            tracing::warn!(model = %name, version = v, generation = file.generation,
-                "rollout.toml names version {v} as the {what}, which is not ready here; trying again at the next poll");
-            false
+            Err(format!(
+                "generation {} names version {v} as the {what}, which is not ready here; \
+                 trying again at each poll, keeping what serves",
+                file.generation
+            ))
         };
         if let Some(p) = state.primary {
             if entry.ready(p).is_none() {
@@ -209,7 +223,7 @@ impl Repository {
         }
         tracing::info!(model = %name, generation = file.generation, primary = ?state.primary,
             shadow = ?wanted_shadow.map(|s| s.spec.target.key()), "rollout.toml applied");
-        true
+        Ok(())
     }
 
     /// The model's feedback index: the one it had, with the bounds of
