@@ -227,3 +227,51 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
         .await
         .is_err());
 }
+
+// Several threads: the probe blocks this test's thread while the server,
+// in this process, answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_says_whether_the_server_on_a_port_is_ready() {
+    let server = TestServer::start(repo_with(&["tiny"]), None).await;
+    let probe = |port: u16| {
+        infergate()
+            .args(["probe", "--http-port", &port.to_string()])
+            .env_remove("INFERGATE_HTTP_PORT")
+            .output()
+            .unwrap()
+    };
+    let ready = probe(server.http.port());
+    assert!(ready.status.success(), "{ready:?}");
+    // The same port from the environment, as the image's health check reads it.
+    let from_env = infergate()
+        .arg("probe")
+        .env("INFERGATE_HTTP_PORT", server.http.port().to_string())
+        .output()
+        .unwrap();
+    assert!(from_env.status.success(), "{from_env:?}");
+    // Nothing listening there: not ready, and why.
+    let port = server.http.port();
+    server.stop().await;
+    let gone = probe(port);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains("not ready") && stderr.contains(&port.to_string()),
+        "{stderr}"
+    );
+    // A server that answers, but not 200: not ready either (a path it 404s).
+    let other = TestServer::start(repo_with(&["tiny"]), None).await;
+    let not_found = infergate()
+        .args([
+            "probe",
+            "--http-port",
+            &other.http.port().to_string(),
+            "--path",
+            "/v2/models/nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(not_found.status.code(), Some(1), "{not_found:?}");
+    assert!(String::from_utf8_lossy(&not_found.stderr).contains("404"));
+    other.stop().await;
+}
