@@ -145,6 +145,17 @@ struct Queue {
 /// costs a few µs, one of `mlp` tens, one of the CNN milliseconds.
 pub const INLINE_BELOW: Duration = Duration::from_micros(40);
 
+/// Run-queue turns a leader takes at most after its scheduler turn, while
+/// each brings more requests into its batch. Over gRPC a request reaches the
+/// service in a second task (h2's connection task reads the frames, the
+/// stream's task runs the call), woken during the leader's turn and so
+/// queued behind it: without these turns they miss its batch. A run-queue
+/// turn polls no socket, so it costs no syscall. Measured (h2load, gRPC
+/// `tiny`, one server core): c=8 3.0 → 6–7 rows a batch, 27–30 k → 38–39 k
+/// req/s; c=16 38 k → 46–47 k; HTTP/1 (the connection's task runs the call)
+/// unchanged.
+const MAX_TURNS: usize = 4;
+
 /// The recent CPU cost of one run, in nanoseconds: a moving average that moves
 /// an eighth of the way to each run's cost. One run of a model that is not
 /// tiny (a millisecond) is enough to send the next ones to the threads; an
@@ -347,13 +358,23 @@ impl Worker {
             let leading = Leading(shared);
             // One scheduler turn first: the requests whose bytes arrived
             // with this one are read, decoded and queued behind it, and
-            // run in its batch (measured: 1.0 row a run at c=8 without it,
-            // 4 with it). A turn costs the I/O thread a poll of its sockets
-            // (a syscall); when turns keep bringing nobody (one client at a
-            // time), most are skipped.
+            // run in its batch (measured over HTTP: 1.0 row a run at c=8
+            // without it, 4 with it), then run-queue turns while they bring
+            // more (see MAX_TURNS). A scheduler turn costs the I/O thread a
+            // poll of its sockets (a syscall); when turns keep bringing
+            // nobody (one client at a time), most are skipped.
             let turn = shared.joining.take_turn();
             if turn {
                 tokio::task::yield_now().await;
+                let mut queued = lock(&shared.queue).state.len();
+                for _ in 0..MAX_TURNS {
+                    RunQueueTurn(false).await;
+                    let now = lock(&shared.queue).state.len();
+                    if now == queued {
+                        break;
+                    }
+                    queued = now;
+                }
             }
             leading.run_queued(turn);
         }
@@ -383,6 +404,27 @@ impl Shared {
         let wait =
             Duration::from_nanos((queue.state.rows() as u64).saturating_mul(per_row) / instances);
         (wait > max_wait).then_some(Refused::Wait { wait, max_wait })
+    }
+}
+
+/// Gives every task already runnable on this thread a turn, without the
+/// poll of the sockets that `tokio::task::yield_now` waits for: a task
+/// that wakes itself is put at the back of the run queue. The flag says
+/// whether the turn was taken.
+struct RunQueueTurn(bool);
+
+impl std::future::Future for RunQueueTurn {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

@@ -194,6 +194,54 @@ async fn requests_that_arrive_together_share_the_leaders_run_and_get_their_own_r
 }
 
 #[tokio::test]
+async fn requests_two_tasks_away_still_join_the_leaders_run() {
+    // Over gRPC a request reaches the service in a second task: h2's
+    // connection task reads the frames and wakes the stream's task, which
+    // runs the call. Here each "connection" wakes on a socket in the same
+    // poll that ends the leader's scheduler turn, and spawns the task that
+    // asks: the askers are queued behind the leader.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (w, runs) = worker(Duration::ZERO, 1);
+    warm(&w, &runs).await;
+    // Warming sent one request at a time: let the leader take its turn.
+    w.shared.joining.joined(true);
+    let warm_runs = lock(&runs).len();
+    let w = Arc::new(w);
+    let mut ends = Vec::new();
+    let mut connections = Vec::new();
+    for c in 1..=4 {
+        let (end, mut conn) = tokio::net::UnixStream::pair().unwrap();
+        ends.push(end);
+        let w = w.clone();
+        connections.push(tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte).await.unwrap();
+            let stream = tokio::spawn(async move { ask(&w, &[c as f32]).await });
+            stream.await.unwrap()
+        }));
+    }
+    // The connections wait on their sockets before any byte is sent.
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    for end in &mut ends {
+        end.write_all(b"x").await.unwrap();
+    }
+    let leader = ask(&w, &[0.0]).await;
+    assert_eq!(leader, vec![1.0]);
+    for (c, conn) in connections.into_iter().enumerate() {
+        assert_eq!(conn.await.unwrap(), vec![(c + 1) as f32 * 2.0 + 1.0]);
+    }
+    let runs = &lock(&runs)[warm_runs..];
+    assert_eq!(
+        runs.len(),
+        1,
+        "one run for the leader and all four: {runs:?}"
+    );
+    assert_eq!(runs[0].1, 5);
+}
+
+#[tokio::test]
 async fn a_leader_dropped_before_it_ran_leaves_the_queue_to_the_threads() {
     let (w, runs) = worker(Duration::ZERO, 1);
     warm(&w, &runs).await;
